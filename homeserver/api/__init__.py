@@ -1,0 +1,1 @@
+"""Thin REST resources: parse and validate, call one handler, shape the answer."""

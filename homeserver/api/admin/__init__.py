@@ -1,0 +1,1 @@
+"""Admin endpoints under /_homeserver/admin/v1/."""

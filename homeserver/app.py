@@ -1,0 +1,156 @@
+"""Wires config, database, stores, handlers and listeners together."""
+
+import logging
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from homeserver.api import health
+from homeserver.api.client import account, devices, login, register, versions
+from homeserver.config.options import HomeserverConfig
+from homeserver.config.signing_key import load_signing_key
+from homeserver.config.types import ConfigError
+from homeserver.handlers.account import AccountHandler
+from homeserver.handlers.auth import Authenticator
+from homeserver.handlers.devices import DeviceHandler
+from homeserver.handlers.login import LoginHandler, LoginLimits
+from homeserver.handlers.passwords import PasswordHasher
+from homeserver.handlers.ratelimit import RateLimiter
+from homeserver.handlers.registration import RegistrationHandler
+from homeserver.handlers.ui_auth import UiAuth
+from homeserver.http.admission import AdmissionController, derive_limits
+from homeserver.http.channel import listen
+from homeserver.http.fd_budget import compute_budget
+from homeserver.http.routing import Endpoint, Router
+from homeserver.http.server import MatrixSite
+from homeserver.storage.accounts import AccountStore
+from homeserver.storage.database import Database, DatabaseBusy
+from homeserver.storage.engines import create_engine
+from homeserver.storage.migrations import migrate
+from homeserver.storage.ui_auth import UiAuthStore
+
+logger = logging.getLogger(__name__)
+
+
+def _limiter(section: Any) -> RateLimiter:
+    return RateLimiter(section.per_second, section.burst_count)
+
+
+class HomeServer:
+    """Everything the server is made of. With `reactor=None` it runs transactions inline, which is
+    what the admin CLI uses; `start()` needs a reactor."""
+
+    def __init__(self, config: HomeserverConfig, reactor: Any = None, config_source: str = "<defaults>") -> None:
+        self.config = config
+        self.config_source = config_source
+        self.reactor = reactor
+        self.signing_key = load_signing_key(config.signing_key_path, config_source)
+        db_config = config.database
+        self.db = Database(create_engine(db_config), db_config.cp_max, db_config.max_waiting_transactions, reactor)
+        self.accounts = AccountStore(self.db)
+        self.passwords = PasswordHasher(config.bcrypt_rounds, reactor)
+        self.ui_auth = UiAuth(UiAuthStore(self.db), self.accounts, self.passwords, config.server_name)
+        rc = config.rc_login
+        self.login = LoginHandler(
+            self.accounts,
+            self.passwords,
+            LoginLimits(_limiter(rc.address), _limiter(rc.account), _limiter(rc.failed_attempts)),
+        )
+        self.registration = RegistrationHandler(
+            config.server_name,
+            config.enable_registration,
+            self.accounts,
+            self.passwords,
+            self.ui_auth,
+            self.login,
+            _limiter(config.rc_registration),
+        )
+        self.devices = DeviceHandler(self.accounts, self.ui_auth)
+        self.account = AccountHandler(self.accounts, self.passwords, self.ui_auth)
+        self.authenticator = Authenticator(self.accounts)
+        self.admission: AdmissionController | None = None
+        self.ports: list[Any] = []
+
+    async def prepare_database(self) -> list[int]:
+        return await migrate(self.db)
+
+    def client_endpoints(self) -> list[Endpoint]:
+        base_url = self.config.client_baseurl
+        return [
+            versions.Versions(),
+            versions.ClientWellKnown(base_url),
+            *login.endpoints(self.login, self.config.server_name, base_url),
+            *register.endpoints(self.registration, self.config.server_name),
+            *account.endpoints(self.account),
+            *devices.endpoints(self.devices),
+        ]
+
+    def health_status(self) -> tuple[bool, dict[str, Any]]:
+        db_saturated = self.db.waiting >= self.db.max_waiting
+        components = {
+            "database": {
+                "in_use": self.db.in_use,
+                "max": self.db.max_connections,
+                "waiting": self.db.waiting,
+                "saturated": db_saturated,
+            },
+            "admission": self.admission.snapshot() if self.admission else {},
+        }
+        return not db_saturated, components
+
+    async def start(self) -> None:
+        applied = await self.prepare_database()
+        if applied:
+            logger.info("applied database migrations %s", applied)
+        admission_config = self.config.admission_control
+        budget = compute_budget(admission_config.fd_reserve, self.config.database.cp_max)
+        limits = derive_limits(admission_config, budget)
+        self.admission = AdmissionController(limits, admission_config.retry_after_ms)
+        logger.info(
+            "descriptor limit %d: %d for connections (evicting idle ones above %d), %d requests and %d long-polls "
+            "at once",
+            budget.limit,
+            limits.connection_budget,
+            limits.max_connections,
+            limits.max_requests,
+            limits.max_long_polls,
+        )
+        client_endpoints = self.client_endpoints()
+        health_endpoint = health.Health(self.health_status)
+        for listener in self.config.listeners:
+            names = {name for res in listener.resources for name in res.names}
+            router = Router()
+            for endpoint in [health_endpoint, *(client_endpoints if "client" in names else [])]:
+                router.add(endpoint)
+            site = MatrixSite(
+                router,
+                self.admission,
+                self.authenticator.authenticate,
+                self.reactor,
+                max_body_size=self.config.max_request_body_size,
+                request_timeout=admission_config.request_timeout,
+                read_timeout=admission_config.read_timeout,
+                idle_timeout=admission_config.idle_timeout,
+                compress=any(res.compress for res in listener.resources),
+                x_forwarded=listener.x_forwarded,
+                busy_errors=(DatabaseBusy,),
+            )
+            factory: Any = site
+            if listener.tls:
+                factory = TLSMemoryBIOFactory(self._tls_context(), False, site)
+            for address in listener.bind_addresses:
+                port = listen(self.reactor, listener.port, factory, address, self.admission)
+                self.ports.append(port)
+                logger.info("listening on %s:%d (%s)", address, port.getHost().port, ", ".join(sorted(names)))
+
+    def _tls_context(self) -> Any:
+        try:
+            return ssl.DefaultOpenSSLContextFactory(self.config.tls_private_key_path, self.config.tls_certificate_path)
+        except Exception as e:  # OpenSSL's errors name neither the file nor the option
+            raise ConfigError(
+                self.config_source,
+                "tls_certificate_path",
+                f"cannot load the TLS certificate {self.config.tls_certificate_path} and key "
+                f"{self.config.tls_private_key_path}: {e}",
+            ) from None

@@ -1,0 +1,200 @@
+"""The `homeserver` command: run, generate-config, admin."""
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from homeserver.config import ConfigError, HomeserverConfig, load_config
+from homeserver.config.sample import HEADER, render_config, render_sample
+from homeserver.config.signing_key import write_new_signing_key
+from homeserver.core.errors import MatrixError
+from homeserver.core.ids import is_valid_server_name, parse_user_id
+
+EXIT_USAGE = 2
+
+
+class Fatal(Exception):
+    """A start-up or command failure to report in one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command_fn"):
+        parser.print_help()
+        sys.exit(EXIT_USAGE)
+    try:
+        args.command_fn(args)
+    except (ConfigError, Fatal) as e:
+        print(f"homeserver: {e}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="homeserver", description="A Matrix homeserver for small communities.")
+    sub = parser.add_subparsers(title="commands")
+
+    run = sub.add_parser("run", help="start the server (no -c: embedded defaults, SQLite in ./data)")
+    run.add_argument("-c", "--config", help="YAML config file")
+    run.set_defaults(command_fn=cmd_run)
+
+    gen = sub.add_parser("generate-config", help="write a complete commented config and a signing key")
+    gen.add_argument("--server-name", required=True, help="the domain in user ids; cannot change later")
+    gen.add_argument("--data-dir", default="data", help="folder for the database and the key (default: data)")
+    gen.add_argument("-c", "--config", default="homeserver.yaml", help="file to write (default: homeserver.yaml)")
+    gen.add_argument("--sample", action="store_true", help="print the sample config (all defaults) and exit")
+    gen.set_defaults(command_fn=cmd_generate_config)
+
+    admin = sub.add_parser("admin", help="operator tasks on the config's database")
+    admin_sub = admin.add_subparsers(title="admin commands")
+    reg = admin_sub.add_parser("register-user", help="create an account")
+    reg.add_argument("name", help="localpart (alice) or user id (@alice:example.org)")
+    reg.add_argument("--admin", action="store_true", help="give the account the admin flag")
+    reg.add_argument("--password-file", help="read the password from this file (first line); default: ask")
+    reg.add_argument("-c", "--config", help="YAML config file (default: embedded defaults)")
+    reg.set_defaults(command_fn=cmd_register_user)
+    users = admin_sub.add_parser("list-users", help="list accounts")
+    users.add_argument("-c", "--config", help="YAML config file (default: embedded defaults)")
+    users.set_defaults(command_fn=cmd_list_users)
+    admin.set_defaults(command_fn=lambda _: (admin.print_help(), sys.exit(EXIT_USAGE)))
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    from twisted.internet import reactor
+
+    from homeserver.logs import setup_logging
+
+    setup_logging(config.logging)
+    hs = _open(config, args.config, reactor)
+    outcome: dict[str, Any] = {"code": 0}
+
+    def failed(failure: Failure) -> None:
+        outcome["code"] = EXIT_USAGE
+        if failure.check(*_startup_errors()):
+            print(f"homeserver: {failure.value}", file=sys.stderr)
+        else:
+            failure.printTraceback(file=sys.stderr)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(hs.start()).addErrback(failed))
+    reactor.run()
+    sys.exit(outcome["code"])
+
+
+def _startup_errors() -> tuple[type[BaseException], ...]:
+    from homeserver.storage.engines import DatabaseUnavailable
+    from homeserver.storage.migrations import SchemaError
+
+    return ConfigError, DatabaseUnavailable, SchemaError, OSError
+
+
+def _open(config: HomeserverConfig, source: str | None, reactor: Any = None) -> Any:
+    from homeserver.app import HomeServer
+
+    return HomeServer(config, reactor, source or "<defaults>")
+
+
+def _open_for_admin(config_path: str | None) -> Any:
+    """The server's parts running transactions inline, with the schema brought up to date."""
+    hs = _open(load_config(config_path), config_path)
+    try:
+        _resolve(hs.prepare_database())
+    except _startup_errors() as e:
+        raise Fatal(str(e)) from None
+    return hs
+
+
+def _resolve(coroutine: Any) -> Any:
+    """Run a coroutine that never really waits (inline database) to its result."""
+    results: list[Any] = []
+    defer.ensureDeferred(coroutine).addBoth(results.append)
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def cmd_generate_config(args: argparse.Namespace) -> None:
+    if args.sample:
+        sys.stdout.write(render_sample())
+        return
+    if not is_valid_server_name(args.server_name):
+        raise Fatal(f"--server-name: {args.server_name!r} is not a valid server name")
+    target = Path(args.config)
+    if target.exists():
+        raise Fatal(f"{target} already exists; remove it or choose another path with -c")
+    import dataclasses
+    import secrets
+
+    from homeserver.config.options import DatabaseConfig
+
+    data = args.data_dir.rstrip("/")
+    config = dataclasses.replace(
+        HomeserverConfig(),
+        server_name=args.server_name,
+        signing_key_path=f"{data}/{args.server_name}.signing.key",
+        database=DatabaseConfig(args={"database": f"{data}/homeserver.db"}),
+        registration_shared_secret=secrets.token_urlsafe(32),
+    )
+    title = f"# Homeserver configuration for {args.server_name}, written by `homeserver generate-config`."
+    target.write_text(render_config(config, header=HEADER.replace("# Homeserver configuration.", title)), "utf-8")
+    key_path = target.resolve().parent / config.signing_key_path
+    if not key_path.exists():
+        write_new_signing_key(key_path, str(target))
+    print(f"wrote {target} and the signing key {key_path}")
+
+
+def cmd_register_user(args: argparse.Namespace) -> None:
+    hs = _open_for_admin(args.config)
+    name = args.name
+    if name.startswith("@"):
+        try:
+            localpart, server = parse_user_id(name)
+        except ValueError:
+            raise Fatal(f"{name!r} is not a valid user id") from None
+        if server != hs.config.server_name:
+            raise Fatal(f"{name} is not on this server ({hs.config.server_name})")
+    else:
+        localpart = name
+    password = _read_password(args.password_file)
+    try:
+        _resolve(hs.registration.check_available(localpart))
+        user_id = _resolve(hs.registration.create_account(localpart, password, admin=args.admin))
+    except MatrixError as e:
+        raise Fatal(f"cannot register {name}: {e.msg}") from None
+    print(f"registered {user_id}{' (admin)' if args.admin else ''}")
+
+
+def _read_password(password_file: str | None) -> str:
+    if password_file:
+        try:
+            password = Path(password_file).read_text(encoding="utf-8").splitlines()[0:1]
+        except OSError as e:
+            raise Fatal(f"--password-file: cannot read {password_file}: {e.strerror}") from None
+        if not password or not password[0]:
+            raise Fatal(f"--password-file: {password_file} is empty")
+        return password[0]
+    if not sys.stdin.isatty():
+        raise Fatal("no terminal to ask for the password on; use --password-file")
+    first = getpass.getpass("Password: ")
+    if not first or first != getpass.getpass("Again: "):
+        raise Fatal("the passwords were empty or did not match")
+    return first
+
+
+def cmd_list_users(args: argparse.Namespace) -> None:
+    import datetime
+
+    hs = _open_for_admin(args.config)
+    users = _resolve(hs.accounts.list_users())
+    print(f"{'user id':40} {'admin':5} {'deactivated':11} created")
+    for user in users:
+        created = datetime.datetime.fromtimestamp(user.created_ts / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+        print(f"{user.user_id:40} {'yes' if user.admin else 'no':5} {'yes' if user.deactivated else 'no':11} {created}")
+    print(f"{len(users)} user(s)")

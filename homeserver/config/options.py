@@ -1,0 +1,210 @@
+"""Every config option, defined once: one frozen dataclass per section.
+
+Each field's metadata carries its documentation (`doc`) and its bounds (`min`, `max`, `choices`); the
+loader validates against them and the sample config is rendered from them. Where Synapse has an option for
+the same thing, the name and meaning are Synapse's, so an operator's knowledge carries over.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.config.types import ByteSize, ConfigValueError
+from homeserver.core.ids import is_valid_server_name
+
+
+def opt(default: Any, doc: str, **bounds: Any) -> Any:
+    """A config field: its default, one-line documentation and validation bounds."""
+    if isinstance(default, (list, dict)) or hasattr(default, "__dataclass_fields__"):
+        return field(default_factory=lambda: _copy(default), metadata={"doc": doc, **bounds})
+    return field(default=default, metadata={"doc": doc, **bounds})
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+RESOURCE_NAMES = ("client", "federation", "metrics", "health")
+
+
+@dataclass(frozen=True)
+class ListenerResourceConfig:
+    names: list[str] = opt(["client"], "what this listener serves: client, federation, metrics, health")
+    compress: bool = opt(True, "gzip responses when the client accepts it and the body is worth it")
+
+    def validate(self) -> None:
+        for name in self.names:
+            if name not in RESOURCE_NAMES:
+                raise ConfigValueError("names", f"unknown resource {name!r}; expected one of {RESOURCE_NAMES}")
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    port: int = opt(8008, "TCP port", min=0, max=65535)
+    bind_addresses: list[str] = opt(["127.0.0.1"], "addresses to listen on ('::' or '0.0.0.0' for all)")
+    type: str = opt("http", "listener kind", choices=("http",))
+    tls: bool = opt(False, "serve HTTPS with tls_certificate_path and tls_private_key_path")
+    x_forwarded: bool = opt(False, "trust X-Forwarded-For from a reverse proxy for the client's address")
+    resources: list[ListenerResourceConfig] = opt(
+        [ListenerResourceConfig(names=["client"])], "what this listener serves; /health is served on every listener"
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    name: str = opt("sqlite3", "engine: sqlite3 (embedded) or psycopg2 (PostgreSQL)", choices=("sqlite3", "psycopg2"))
+    args: dict[str, Any] = opt(
+        {"database": "data/homeserver.db"},
+        "engine arguments. sqlite3: database (a path). psycopg2: dsn (postgresql://user@host:port/db) or "
+        "user, password, dbname/database, host, port. Both: cp_min and cp_max, the connection pool size",
+    )
+    max_waiting_transactions: int = opt(
+        200, "transactions allowed to wait for a pool connection; beyond this requests get 503 at once", min=1
+    )
+
+    def validate(self) -> None:
+        args = self.args
+        allowed = {"cp_min", "cp_max"} | (
+            {"database"}
+            if self.name == "sqlite3"
+            else {
+                "dsn",
+                "user",
+                "password",
+                "dbname",
+                "database",
+                "host",
+                "port",
+                "sslmode",
+                "application_name",
+                "connect_timeout",
+            }
+        )
+        for key in args:
+            if key not in allowed:
+                raise ConfigValueError(f"args.{key}", f"unknown argument for {self.name}")
+        for key in ("cp_min", "cp_max"):
+            if key in args and (not isinstance(args[key], int) or isinstance(args[key], bool) or args[key] < 1):
+                raise ConfigValueError(f"args.{key}", "must be a whole number of at least 1")
+        if self.cp_min > self.cp_max:
+            raise ConfigValueError("args.cp_min", "must not exceed cp_max")
+        if self.name == "sqlite3":
+            if not isinstance(args.get("database"), str) or not args["database"]:
+                raise ConfigValueError("args.database", "sqlite3 needs a database path")
+        elif "dsn" in args:
+            _check_dsn(args["dsn"])
+        elif not any(k in args for k in ("dbname", "database", "host", "user")):
+            raise ConfigValueError("args", "psycopg2 needs a dsn or connection arguments (dbname, host, user, ...)")
+
+    @property
+    def cp_min(self) -> int:
+        return int(self.args.get("cp_min", 1))
+
+    @property
+    def cp_max(self) -> int:
+        return int(self.args.get("cp_max", 4 if self.name == "sqlite3" else 10))
+
+
+def _check_dsn(dsn: Any) -> None:
+    if not isinstance(dsn, str) or not dsn.startswith(("postgresql://", "postgres://")):
+        raise ConfigValueError("args.dsn", "must be a URL like postgresql://user:password@host:5432/dbname")
+    from psycopg2.extensions import parse_dsn  # deferred: the embedded default needs no PostgreSQL driver
+
+    try:
+        parse_dsn(dsn)
+    except Exception as e:  # psycopg2 raises ProgrammingError with libpq's own words
+        raise ConfigValueError("args.dsn", f"not a valid PostgreSQL URL: {str(e).strip()}") from None
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    per_second: float = opt(0.17, "sustained requests per second", min=0)
+    burst_count: float = opt(3, "requests allowed in a burst", min=1)
+
+
+@dataclass(frozen=True)
+class LoginRateLimitConfig:
+    address: RateLimitConfig = opt(RateLimitConfig(), "login attempts per client IP address")
+    account: RateLimitConfig = opt(RateLimitConfig(), "login attempts per account")
+    failed_attempts: RateLimitConfig = opt(RateLimitConfig(), "failed login attempts per account")
+
+
+@dataclass(frozen=True)
+class AdmissionControlConfig:
+    max_connections: int = opt(0, "open client connections at most; 0 derives it from the file descriptor limit", min=0)
+    max_requests_in_flight: int = opt(256, "requests being handled at once, long-polls not counted", min=1)
+    max_long_polls: int = opt(
+        0, "long-polling requests (/sync with a timeout) at once; 0 means half the connection budget", min=0
+    )
+    fd_reserve: int = opt(
+        64,
+        "file descriptors kept back for logs, outbound requests and accept bursts; the database pool's "
+        "connections are reserved on top",
+        min=16,
+    )
+    request_timeout: float = opt(60.0, "seconds a request may take once received, before it is cut off", min=1)
+    read_timeout: float = opt(
+        10.0, "seconds a client has to send a whole request (headers and body) once it starts", min=0.5
+    )
+    idle_timeout: float = opt(30.0, "seconds an idle keep-alive connection is kept open", min=0.5)
+    retry_after_ms: int = opt(1000, "Retry-After advised to refused clients, in milliseconds", min=0)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = opt("INFO", "root log level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    format: str = opt("plain", "plain text or one JSON object per line", choices=("plain", "json"))
+    loggers: dict[str, str] = opt({}, "log level per module, e.g. {homeserver.storage: DEBUG}")
+
+    def validate(self) -> None:
+        for name, level in self.loggers.items():
+            if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+                raise ConfigValueError(f"loggers.{name}", f"unknown level {level!r}")
+
+
+@dataclass(frozen=True)
+class HomeserverConfig:
+    server_name: str = opt("localhost", "the domain in user ids (@alice:SERVER_NAME); cannot change later")
+    public_baseurl: str = opt(
+        "", "URL clients reach the client API at; empty means http://SERVER_NAME:PORT/ of the first listener"
+    )
+    signing_key_path: str = opt("data/signing.key", "ed25519 signing key; generated on first start if missing")
+    listeners: list[ListenerConfig] = opt([ListenerConfig()], "where the server listens")
+    tls_certificate_path: str | None = opt(None, "PEM certificate chain for listeners with tls: true")
+    tls_private_key_path: str | None = opt(None, "PEM private key for listeners with tls: true")
+    database: DatabaseConfig = opt(DatabaseConfig(), "the database")
+    enable_registration: bool = opt(False, "let anyone register an account through the client API")
+    registration_shared_secret: str | None = opt(
+        None, "secret for admin registration over HTTP (/_homeserver/admin/v1/register); unset disables it"
+    )
+    bcrypt_rounds: int = opt(12, "bcrypt cost of password hashes", min=4, max=31)
+    rc_login: LoginRateLimitConfig = opt(LoginRateLimitConfig(), "rate limits on /login")
+    rc_registration: RateLimitConfig = opt(RateLimitConfig(), "rate limit on /register, per client IP address")
+    max_request_body_size: ByteSize = opt(
+        ByteSize(1024 * 1024), "largest JSON request body accepted (K, M suffixes allowed)", min=1024
+    )
+    admission_control: AdmissionControlConfig = opt(AdmissionControlConfig(), "limits on work accepted at once")
+    logging: LoggingConfig = opt(LoggingConfig(), "logging")
+
+    def validate(self) -> None:
+        if not is_valid_server_name(self.server_name):
+            raise ConfigValueError("server_name", f"{self.server_name!r} is not a valid server name")
+        if self.public_baseurl and not self.public_baseurl.startswith(("http://", "https://")):
+            raise ConfigValueError("public_baseurl", "must start with http:// or https://")
+        if not self.listeners:
+            raise ConfigValueError("listeners", "at least one listener is needed")
+        if any(listener.tls for listener in self.listeners):
+            for key in ("tls_certificate_path", "tls_private_key_path"):
+                if not getattr(self, key):
+                    raise ConfigValueError(key, "a listener has tls: true, so this is required")
+
+    @property
+    def client_baseurl(self) -> str:
+        if self.public_baseurl:
+            return self.public_baseurl if self.public_baseurl.endswith("/") else self.public_baseurl + "/"
+        listener = self.listeners[0]
+        scheme = "https" if listener.tls else "http"
+        return f"{scheme}://{self.server_name}:{listener.port}/"

@@ -1,0 +1,27 @@
+"""Changing the password and deactivating the account, both behind the password."""
+
+from typing import Any
+
+from homeserver.core.requester import Requester
+from homeserver.handlers.passwords import PasswordHasher
+from homeserver.handlers.registration import check_password_length
+from homeserver.handlers.ui_auth import UiAuth
+from homeserver.storage.accounts import AccountStore
+
+
+class AccountHandler:
+    def __init__(self, accounts: AccountStore, passwords: PasswordHasher, ui_auth: UiAuth) -> None:
+        self._accounts = accounts
+        self._passwords = passwords
+        self._ui_auth = ui_auth
+
+    async def change_password(self, requester: Requester, new_password: str, logout_devices: bool, auth: Any) -> None:
+        check_password_length(new_password)
+        await self._ui_auth.require_password(requester.user_id, auth)
+        password_hash = await self._passwords.hash(new_password)
+        keep = requester.device_id if logout_devices else None
+        await self._accounts.set_password_hash(requester.user_id, password_hash, keep)
+
+    async def deactivate(self, requester: Requester, auth: Any) -> None:
+        await self._ui_auth.require_password(requester.user_id, auth)
+        await self._accounts.deactivate(requester.user_id)

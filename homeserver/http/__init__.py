@@ -1,0 +1,1 @@
+"""The web server: routing, JSON in and out, errors, gzip, admission control."""

@@ -1,0 +1,174 @@
+"""The site: turns a fully-read request into an endpoint call under admission control and a deadline,
+and the endpoint's answer (or failure) into a spec-shaped response."""
+
+import itertools
+import logging
+import time
+from typing import Any
+
+from twisted.internet import defer
+from twisted.web import server
+
+from homeserver.core.errors import LimitExceeded, MatrixError
+from homeserver.http.admission import LONG_POLL, SHORT, AdmissionController
+from homeserver.http.channel import MatrixChannel, MatrixRequest
+from homeserver.http.request import ApiRequest, Authenticator
+from homeserver.http.responses import GZIP_MIN_BYTES, Response, accepts_gzip, encode_json, gzip_bytes
+from homeserver.http.routing import Router
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("homeserver.access")
+
+CORS_HEADERS = {
+    b"Access-Control-Allow-Origin": b"*",
+    b"Access-Control-Allow-Methods": b"GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    b"Access-Control-Allow-Headers": b"X-Requested-With, Content-Type, Authorization, Date",
+}
+_request_ids = itertools.count(1)
+
+
+class ServiceUnavailable(Exception):
+    """Raised by lower layers (a full database queue) to mean: refuse this request, try again soon."""
+
+
+class MatrixSite(server.Site):
+    requestFactory = MatrixRequest
+    protocol = MatrixChannel
+
+    def __init__(
+        self,
+        router: Router,
+        admission: AdmissionController,
+        authenticate: Authenticator,
+        reactor: Any,
+        *,
+        max_body_size: int,
+        request_timeout: float,
+        read_timeout: float,
+        idle_timeout: float,
+        compress: bool,
+        x_forwarded: bool,
+        busy_errors: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        super().__init__(resource=None, timeout=None, reactor=reactor)
+        self.router = router
+        self.admission = admission
+        self.authenticate = authenticate
+        self.max_body_size = max_body_size
+        self.request_timeout = request_timeout
+        self.read_timeout = read_timeout
+        self.idle_timeout = idle_timeout
+        self.compress = compress
+        self.x_forwarded = x_forwarded
+        self.busy_errors = (ServiceUnavailable, *busy_errors)
+        self.noisy = False
+
+    def buildProtocol(self, addr: Any) -> MatrixChannel:
+        channel = super().buildProtocol(addr)
+        channel.admission = self.admission
+        return channel
+
+    def log(self, request: Any) -> None:
+        pass  # our own access log line is written when the response is finished
+
+    def client_ip(self, raw: Any) -> str:
+        if self.x_forwarded:
+            forwarded = raw.getHeader("X-Forwarded-For")
+            if forwarded:
+                return forwarded.split(",")[0].strip()
+        return getattr(raw.getClientAddress(), "host", "unknown")
+
+    def dispatch(self, raw: MatrixRequest) -> None:
+        start = time.monotonic()
+        request = ApiRequest(
+            raw, f"{raw.method.decode('ascii', 'replace')}-{next(_request_ids)}", self.client_ip(raw), self.authenticate
+        )
+        for name, value in CORS_HEADERS.items():
+            raw.setHeader(name, value)
+        if request.method == "OPTIONS":
+            self._finish(request, Response(200, b"{}"), start, "OPTIONS")
+            return
+        try:
+            endpoint, template, params = self.router.match(request.method, request.path)
+        except MatrixError as e:
+            self._finish(request, error_response(e), start, "-")
+            return
+        kind = LONG_POLL if endpoint.is_long_poll(request) else SHORT
+        if not self.admission.try_start(kind):
+            raw.setHeader(b"Connection", b"close")
+            raw.channel.persistent = False
+            refusal = LimitExceeded(self.admission.retry_after_ms, "Server is busy; try again shortly", code=503)
+            self._finish(request, error_response(refusal), start, template)
+            return
+        call = defer.ensureDeferred(endpoint.handle(request, **params))
+        call.addTimeout(endpoint.deadline(request, self.request_timeout), self.reactor)
+        raw.notifyFinish().addErrback(lambda _: call.cancel())  # the client went away
+        call.addCallbacks(_as_response, self._failure_response, errbackArgs=(request,))
+        call.addCallback(lambda response: self._finish(request, response, start, template))
+        call.addBoth(lambda _: self.admission.finished(kind))
+        call.addErrback(lambda f: logger.error("%s: failed to send response: %s", request.request_id, f.value))
+
+    def _failure_response(self, failure: Any, request: ApiRequest) -> Response | None:
+        error = failure.value
+        if isinstance(error, MatrixError):
+            return error_response(error)
+        if isinstance(error, self.busy_errors):
+            return error_response(LimitExceeded(self.admission.retry_after_ms, "Server is busy; try again", 503))
+        if isinstance(error, defer.TimeoutError):
+            logger.warning("%s %s: deadline exceeded", request.request_id, request.path)
+            return error_response(MatrixError(504, "M_UNKNOWN", "The request took too long and was cut off"))
+        if isinstance(error, defer.CancelledError) and request.raw._disconnected:
+            return None  # nobody is listening for an answer
+        logger.error(
+            "%s %s %s: unexpected error",
+            request.request_id,
+            request.method,
+            request.path,
+            exc_info=(failure.type, failure.value, failure.getTracebackObject()),
+        )
+        return error_response(MatrixError(500, "M_UNKNOWN", f"Internal server error (request id {request.request_id})"))
+
+    def _finish(self, request: ApiRequest, response: Response | None, start: float, template: str) -> None:
+        raw = request.raw
+        if response is None or raw._disconnected or raw.finished:
+            return
+        body = response.body
+        if self.compress and len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.header("Accept-Encoding")):
+            body = response.gzipped or gzip_bytes(body)
+            raw.setHeader(b"Content-Encoding", b"gzip")
+            raw.setHeader(b"Vary", b"Accept-Encoding")
+        raw.setResponseCode(response.status)
+        raw.setHeader(b"Content-Type", response.content_type.encode())
+        raw.setHeader(b"Content-Length", str(len(body)).encode())
+        raw.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
+        for name, value in response.headers.items():
+            raw.setHeader(name.encode(), value.encode())
+        if request.method != "HEAD":
+            raw.write(body)
+        raw.finish()
+        user = request.requester.user_id if request.requester else "-"
+        access_logger.info(
+            "%s %s %s %s %s %d %.1fms %dB",
+            request.request_id,
+            request.client_ip,
+            user,
+            request.method,
+            template,
+            response.status,
+            (time.monotonic() - start) * 1000,
+            len(body),
+        )
+
+
+def _as_response(result: Any) -> Response:
+    if isinstance(result, Response):
+        return result
+    status, body = result
+    return Response(status, encode_json(body))
+
+
+def error_response(error: MatrixError) -> Response:
+    headers = {}
+    if isinstance(error, LimitExceeded):
+        headers["Retry-After"] = str(max(1, (error.retry_after_ms + 999) // 1000))
+    return Response(error.code, encode_json(error.to_json()), headers=headers)

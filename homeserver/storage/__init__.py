@@ -1,0 +1,1 @@
+"""The database: pool and engines, migrations, one store module per table family."""

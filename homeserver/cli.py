@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command_fn=cmd_run)
 
     gen = sub.add_parser("generate-config", help="write a complete commented config and a signing key")
-    gen.add_argument("--server-name", required=True, help="the domain in user ids; cannot change later")
+    gen.add_argument("--server-name", help="the domain in user ids; cannot change later (required)")
     gen.add_argument("--data-dir", default="data", help="folder for the database and the key (default: data)")
     gen.add_argument("-c", "--config", default="homeserver.yaml", help="file to write (default: homeserver.yaml)")
     gen.add_argument("--sample", action="store_true", help="print the sample config (all defaults) and exit")
@@ -124,6 +124,8 @@ def cmd_generate_config(args: argparse.Namespace) -> None:
     if args.sample:
         sys.stdout.write(render_sample())
         return
+    if not args.server_name:
+        raise Fatal("generate-config: --server-name is required")
     if not is_valid_server_name(args.server_name):
         raise Fatal(f"--server-name: {args.server_name!r} is not a valid server name")
     target = Path(args.config)

@@ -58,8 +58,7 @@ def required_signature_servers(room_version: RoomVersion, pdu: Mapping[str, Any]
     """The servers whose signatures an event must carry to be accepted at all.
 
     The sender's server, except for an invite made from a third-party invite (whoever completes
-    it may send it); in v1-v2 also the server in the event id. An event with neither is unsigned
-    as far as we can tell, and fails.
+    it may send it); in v1-v2 also the server in the event id.
     """
     servers: set[str] = set()
     sender = pdu.get("sender")
@@ -79,7 +78,8 @@ def verify_event_signatures(room_version: RoomVersion, pdu: Mapping[str, Any], l
     """Check the signatures a received event needs; SignatureError means drop it.
 
     Works on the full event or a redacted copy alike. From v5, keys that expired before the
-    event's origin_server_ts do not count.
+    event's origin_server_ts do not count. An event naming no server to check (a malformed
+    sender) fails, unless it is a third-party invite.
     """
     servers = required_signature_servers(room_version, pdu)
     if not servers and not _is_third_party_invite(pdu):

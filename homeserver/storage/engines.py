@@ -69,10 +69,18 @@ class PostgresEngine:
         try:
             conn = psycopg2.connect(**self.args)
         except psycopg2.Error as e:
-            where = self.args.get("dsn") or self.args.get("host", "localhost")
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {where}: {str(e).strip()}") from None
+            where = self._describe()
+            reason = " ".join(str(e).split())  # libpq's message spans lines
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {where}: {reason}") from None
         conn.set_session(isolation_level="READ COMMITTED")
         return conn
+
+    def _describe(self) -> str:
+        """host:port/dbname for messages, never the password a DSN may carry."""
+        from psycopg2.extensions import parse_dsn
+
+        parts = parse_dsn(self.args["dsn"]) if "dsn" in self.args else self.args
+        return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
     def begin(self, conn: Any, readonly: bool) -> None:
         pass  # psycopg2 opens a transaction at the first statement

@@ -25,7 +25,7 @@ def test_spec_examples_encode_to_their_canonical_bytes(vector):
 
 
 def test_integer_range_is_the_spec_range():
-    assert [CANONICAL_INT_MIN, CANONICAL_INT_MAX] == CANONICAL["integer_range"]
+    assert CANONICAL["integer_range"] == [CANONICAL_INT_MIN, CANONICAL_INT_MAX]
 
 
 @pytest.mark.parametrize("value", CANONICAL["integer_range"])
@@ -102,7 +102,8 @@ def test_deep_nesting_is_checked_without_recursion():
 
 def test_control_characters_use_the_grammar_escapes():
     assert (
-        encode_canonical_json('\x00\x08\t\n\x0b\x1f"\\é\x7f') == '"\\u0000\\b\\t\\n\\u000b\\u001f\\"\\\\é\x7f"'.encode()
+        encode_canonical_json('\x00\x08\t\n\x0b\x1f"\\é\x7f')
+        == '"\\u0000\\b\\t\\n\\u000b\\u001f\\"\\\\é\x7f"'.encode()
     )
 
 

@@ -1,0 +1,76 @@
+"""A small HTTP client that speaks the client-server API, for tests."""
+
+import uuid
+from typing import Any
+
+import requests
+
+PASSWORD = "correct horse battery staple"
+
+
+class Client:
+    def __init__(self, base_url: str, access_token: str | None = None) -> None:
+        self.base_url = base_url
+        self.access_token = access_token
+        self.user_id: str | None = None
+        self.device_id: str | None = None
+        self.session = requests.Session()
+
+    def request(self, method: str, path: str, body: Any = None, token: bool = True, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token and self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        url = path if path.startswith("http") else self.base_url + path
+        return self.session.request(method, url, json=body, headers=headers, timeout=30, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, body, **kwargs)
+
+    def put(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, body, **kwargs)
+
+    def delete(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, body, **kwargs)
+
+    def register(self, username: str | None = None, password: str = PASSWORD, **extra: Any) -> "Client":
+        """Register (with the dummy stage) and keep the new login on this client."""
+        username = username or "user_" + uuid.uuid4().hex[:10]
+        body = {"username": username, "password": password, "auth": {"type": "m.login.dummy"}, **extra}
+        response = self.post("/_matrix/client/v3/register", body, token=False)
+        assert response.status_code == 200, response.text
+        self._take(response.json())
+        return self
+
+    def login(self, user: str, password: str = PASSWORD, **extra: Any) -> requests.Response:
+        body = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user},
+            "password": password,
+            **extra,
+        }
+        response = self.post("/_matrix/client/v3/login", body, token=False)
+        if response.status_code == 200:
+            self._take(response.json())
+        return response
+
+    def _take(self, answer: dict[str, Any]) -> None:
+        self.access_token = answer.get("access_token")
+        self.user_id = answer["user_id"]
+        self.device_id = answer.get("device_id")
+
+    def password_auth(self, password: str = PASSWORD, session: str | None = None) -> dict[str, Any]:
+        auth = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": self.user_id},
+            "password": password,
+        }
+        if session:
+            auth["session"] = session
+        return auth
+
+
+def new_user(base_url: str, username: str | None = None) -> Client:
+    return Client(base_url).register(username)

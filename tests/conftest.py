@@ -1,0 +1,55 @@
+"""Shared fixtures: the real server on SQLite and PostgreSQL, and clients talking to it."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.client import Client, new_user
+from tests.server import BACKENDS, ServerProcess, database_config, postgres_url
+
+
+def backend_params() -> list:
+    return [
+        pytest.param(
+            b, marks=pytest.mark.skipif(b == "postgres" and not postgres_url(), reason="HS_TEST_POSTGRES not set")
+        )
+        for b in BACKENDS
+    ]
+
+
+@pytest.fixture(params=backend_params(), scope="module")
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server per test module and backend."""
+    directory = tmp_path_factory.mktemp(f"server-{backend}")
+    with database_config(backend, directory) as database:
+        process = ServerProcess(directory, database).start()
+        try:
+            yield process
+        finally:
+            process.stop()
+
+
+@pytest.fixture
+def anon(server: ServerProcess) -> Client:
+    return Client(server.url)
+
+
+@pytest.fixture
+def alice(server: ServerProcess) -> Client:
+    return new_user(server.url)
+
+
+@pytest.fixture
+def bob(server: ServerProcess) -> Client:
+    return new_user(server.url)
+
+
+@pytest.fixture
+def tmp_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -7,6 +7,7 @@ from twisted.internet import ssl
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from homeserver.api import health
+from homeserver.api.admin import register as admin_register
 from homeserver.api.client import account, devices, login, register, versions
 from homeserver.config.options import HomeserverConfig
 from homeserver.config.signing_key import load_signing_key
@@ -18,6 +19,7 @@ from homeserver.handlers.login import LoginHandler, LoginLimits
 from homeserver.handlers.passwords import PasswordHasher
 from homeserver.handlers.ratelimit import RateLimiter
 from homeserver.handlers.registration import RegistrationHandler
+from homeserver.handlers.shared_secret_registration import SharedSecretRegistration
 from homeserver.handlers.ui_auth import UiAuth
 from homeserver.http.admission import AdmissionController, derive_limits
 from homeserver.http.channel import listen
@@ -66,6 +68,7 @@ class HomeServer:
             self.login,
             _limiter(config.rc_registration),
         )
+        self.shared_secret_registration = SharedSecretRegistration(config.registration_shared_secret, self.registration)
         self.devices = DeviceHandler(self.accounts, self.ui_auth)
         self.account = AccountHandler(self.accounts, self.passwords, self.ui_auth)
         self.authenticator = Authenticator(self.accounts)
@@ -84,6 +87,7 @@ class HomeServer:
             *register.endpoints(self.registration, self.config.server_name),
             *account.endpoints(self.account),
             *devices.endpoints(self.devices),
+            *admin_register.endpoints(self.shared_secret_registration, self.login),
         ]
 
     def health_status(self) -> tuple[bool, dict[str, Any]]:

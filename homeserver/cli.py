@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     reg.add_argument("--admin", action="store_true", help="give the account the admin flag")
     reg.add_argument("--password-file", help="read the password from this file (first line); default: ask")
     reg.add_argument("-c", "--config", help="YAML config file (default: embedded defaults)")
+    reg.add_argument(
+        "--url",
+        help="register through a running server at this base URL with the config's registration_shared_secret, "
+        "instead of writing to its database",
+    )
     reg.set_defaults(command_fn=cmd_register_user)
     users = admin_sub.add_parser("list-users", help="list accounts")
     users.add_argument("-c", "--config", help="YAML config file (default: embedded defaults)")
@@ -153,17 +158,15 @@ def cmd_generate_config(args: argparse.Namespace) -> None:
 
 
 def cmd_register_user(args: argparse.Namespace) -> None:
+    if args.url:
+        config = load_config(args.config)
+        localpart = _localpart(args.name, config.server_name)
+        user_id = _register_over_http(args.url, config, localpart, _read_password(args.password_file), args.admin)
+        print(f"registered {user_id}{' (admin)' if args.admin else ''}")
+        return
     hs = _open_for_admin(args.config)
     name = args.name
-    if name.startswith("@"):
-        try:
-            localpart, server = parse_user_id(name)
-        except ValueError:
-            raise Fatal(f"{name!r} is not a valid user id") from None
-        if server != hs.config.server_name:
-            raise Fatal(f"{name} is not on this server ({hs.config.server_name})")
-    else:
-        localpart = name
+    localpart = _localpart(name, hs.config.server_name)
     password = _read_password(args.password_file)
     try:
         _resolve(hs.registration.check_available(localpart))
@@ -171,6 +174,50 @@ def cmd_register_user(args: argparse.Namespace) -> None:
     except MatrixError as e:
         raise Fatal(f"cannot register {name}: {e.msg}") from None
     print(f"registered {user_id}{' (admin)' if args.admin else ''}")
+
+
+def _localpart(name: str, server_name: str) -> str:
+    if not name.startswith("@"):
+        return name
+    try:
+        localpart, server = parse_user_id(name)
+    except ValueError:
+        raise Fatal(f"{name!r} is not a valid user id") from None
+    if server != server_name:
+        raise Fatal(f"{name} is not on this server ({server_name})")
+    return localpart
+
+
+def _register_over_http(url: str, config: HomeserverConfig, localpart: str, password: str, admin: bool) -> str:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from homeserver.handlers.shared_secret_registration import registration_mac
+
+    if not config.registration_shared_secret:
+        raise Fatal("--url needs registration_shared_secret in the config")
+    endpoint = url.rstrip("/") + "/_homeserver/admin/v1/register"
+
+    def call(data: dict | None) -> dict:
+        body = json.dumps(data).encode() if data is not None else None
+        request = urllib.request.Request(endpoint, body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as e:
+            try:
+                detail = json.load(e).get("error", e.reason)
+            except ValueError:
+                detail = e.reason
+            raise Fatal(f"{endpoint}: {e.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise Fatal(f"{endpoint}: {getattr(e, 'reason', e)}") from None
+
+    nonce = call(None)["nonce"]
+    mac = registration_mac(config.registration_shared_secret, nonce, localpart, password, admin)
+    answer = call({"nonce": nonce, "username": localpart, "password": password, "admin": admin, "mac": mac})
+    return answer["user_id"]
 
 
 def _read_password(password_file: str | None) -> str:

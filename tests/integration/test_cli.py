@@ -242,3 +242,68 @@ def test_admin_help() -> None:
     result = homeserver("admin", "register-user", "--help")
     assert result.returncode == 0
     assert "--password-file" in result.stdout
+
+
+def test_admin_register_user_over_http_with_the_shared_secret(backend: str, tmp_path: Path) -> None:
+    with database_config(backend, tmp_path) as database:
+        server = ServerProcess(tmp_path, database, {"registration_shared_secret": "s3cr3t"}).start()
+        try:
+            password_file = tmp_path / "pw"
+            password_file.write_text("pw-for-frank\n")
+            cfg = str(server.config_path)
+            result = homeserver(
+                "admin",
+                "register-user",
+                "frank",
+                "--password-file",
+                str(password_file),
+                "-c",
+                cfg,
+                "--url",
+                server.url,
+            )
+            assert result.returncode == 0, result.stderr
+            assert Client(server.url).login("frank", "pw-for-frank").status_code == 200
+            again = homeserver(
+                "admin",
+                "register-user",
+                "frank",
+                "--password-file",
+                str(password_file),
+                "-c",
+                cfg,
+                "--url",
+                server.url,
+            )
+            assert_clean_failure(again, "User ID already taken")
+        finally:
+            server.stop()
+
+
+def test_shared_secret_registration_rejects_a_bad_mac(server: ServerProcess) -> None:
+    client = Client(server.url)
+    # The module's server has no shared secret configured.
+    assert client.get("/_homeserver/admin/v1/register").json()["errcode"] == "M_UNKNOWN"
+
+
+def test_shared_secret_registration_checks_the_mac(backend: str, tmp_path: Path) -> None:
+    from homeserver.handlers.shared_secret_registration import registration_mac
+
+    with database_config(backend, tmp_path) as database:
+        server = ServerProcess(tmp_path, database, {"registration_shared_secret": "s3cr3t"}).start()
+        try:
+            client = Client(server.url)
+            nonce = client.get("/_synapse/admin/v1/register").json()["nonce"]
+            wrong = registration_mac("not-the-secret", nonce, "gina", "pw", False)
+            body = {"nonce": nonce, "username": "gina", "password": "pw", "mac": wrong}
+            response = client.post("/_synapse/admin/v1/register", body)
+            assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
+            # A nonce is good for one attempt only.
+            body["mac"] = registration_mac("s3cr3t", nonce, "gina", "pw", False)
+            assert client.post("/_synapse/admin/v1/register", body).status_code == 400
+            nonce = client.get("/_synapse/admin/v1/register").json()["nonce"]
+            body.update(nonce=nonce, mac=registration_mac("s3cr3t", nonce, "gina", "pw", False))
+            answer = client.post("/_synapse/admin/v1/register", body).json()
+            assert answer["user_id"] == "@gina:localhost" and answer["access_token"]
+        finally:
+            server.stop()

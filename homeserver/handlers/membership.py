@@ -1,0 +1,158 @@
+"""Joining, leaving, inviting, knocking and moderating: each a member event under the room's rules."""
+
+from typing import Any
+
+from homeserver.core.errors import MatrixError
+from homeserver.core.ids import parse_user_id
+from homeserver.core.requester import Requester
+from homeserver.handlers.profiles import ProfileHandler
+from homeserver.handlers.room_events import RoomEventSender
+from homeserver.storage.accounts import AccountStore
+from homeserver.storage.events import EventStore, PersistedEvent
+from homeserver.storage.rooms import RoomStore
+
+
+class MembershipHandler:
+    def __init__(
+        self,
+        sender: RoomEventSender,
+        rooms: RoomStore,
+        events: EventStore,
+        accounts: AccountStore,
+        profiles: ProfileHandler,
+    ) -> None:
+        self._sender = sender
+        self._rooms = rooms
+        self._events = events
+        self._accounts = accounts
+        self._profiles = profiles
+
+    async def resolve_room(self, room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("#"):
+            found = await self._rooms.get_alias(room_id_or_alias)
+            if found is None:
+                if not room_id_or_alias.endswith(":" + self._sender.server_name):
+                    raise MatrixError(404, "M_UNRECOGNIZED", "Joining other servers' rooms needs federation")
+                raise MatrixError(404, "M_NOT_FOUND", "Room alias not found")
+            return found[0]
+        if not room_id_or_alias.startswith("!"):
+            raise MatrixError(400, "M_INVALID_PARAM", "Expected a room id (!...) or alias (#...)")
+        return room_id_or_alias
+
+    async def join(self, requester: Requester, room_id_or_alias: str, reason: str | None = None) -> str:
+        room_id = await self.resolve_room(room_id_or_alias)
+        await self._sender.get_room(room_id)  # 404 for a room we do not hold
+        content: dict[str, Any] = {"membership": "join", **(await self._profiles.member_profile(requester.user_id))}
+        if reason:
+            content["reason"] = reason
+        authoriser = await self._restricted_join_authoriser(room_id, requester.user_id)
+        if authoriser:
+            content["join_authorised_via_users_server"] = authoriser
+        await self._sender.send(room_id, requester.user_id, "m.room.member", content, requester.user_id)
+        await self._rooms.unforget(requester.user_id, room_id)
+        return room_id
+
+    async def _restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
+        """For a restricted room the user may join through membership of an allowed room, a local
+        member who can invite vouches for the join (the spec's join_authorised_via_users_server)."""
+        join_rules_id = await self._rooms.get_current_state_id(room_id, "m.room.join_rules", "")
+        join_rules = await self._events.get_event(join_rules_id) if join_rules_id else None
+        if join_rules is None or join_rules.content.get("join_rule") not in ("restricted", "knock_restricted"):
+            return None
+        membership = await self._rooms.get_membership(room_id, user_id)
+        if membership and membership[0] in ("join", "invite"):
+            return None  # already allowed without a vouch
+        allowed = [
+            entry.get("room_id")
+            for entry in join_rules.content.get("allow", ())
+            if isinstance(entry, dict) and entry.get("type") == "m.room_membership"
+        ]
+        if not await self._rooms.shares_room_with_membership(user_id, [r for r in allowed if isinstance(r, str)]):
+            return None  # the auth rules will refuse the join with their reason
+        power_id = await self._rooms.get_current_state_id(room_id, "m.room.power_levels", "")
+        power = (await self._events.get_event(power_id)).content if power_id else {}
+        invite_level = power.get("invite", 0)
+        members = await self._rooms.member_event_ids(room_id, "join")
+        room, _ = await self._sender.get_room(room_id)
+        for member in sorted(members):
+            if not member.endswith(":" + self._sender.server_name):
+                continue
+            level = power.get("users", {}).get(member, power.get("users_default", 0))
+            if member == room.creator or level >= invite_level:
+                return member
+        return None
+
+    async def leave(self, requester: Requester, room_id: str, reason: str | None = None) -> None:
+        await self._sender.get_room(room_id)
+        current = await self._rooms.get_membership(room_id, requester.user_id)
+        if current is None or current[0] in ("leave", "ban"):
+            raise MatrixError(403, "M_FORBIDDEN", "You are not in this room")
+        await self._set_membership(requester.user_id, room_id, requester.user_id, "leave", reason)
+
+    async def invite(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
+        await self._require_local_user(user_id)
+        current = await self._rooms.get_membership(room_id, user_id)
+        if current and current[0] == "join":
+            raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is already in the room")
+        if current and current[0] == "ban":
+            raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is banned from the room")
+        await self._set_membership(requester.user_id, room_id, user_id, "invite", reason)
+
+    async def kick(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
+        current = await self._rooms.get_membership(room_id, user_id)
+        if current is None or current[0] not in ("join", "invite", "knock"):
+            raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not in the room")
+        await self._set_membership(requester.user_id, room_id, user_id, "leave", reason)
+
+    async def ban(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
+        await self._set_membership(requester.user_id, room_id, user_id, "ban", reason)
+
+    async def unban(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
+        current = await self._rooms.get_membership(room_id, user_id)
+        if current is None or current[0] != "ban":
+            raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not banned")
+        await self._set_membership(requester.user_id, room_id, user_id, "leave", reason)
+
+    async def knock(self, requester: Requester, room_id_or_alias: str, reason: str | None = None) -> str:
+        room_id = await self.resolve_room(room_id_or_alias)
+        _, room_version = await self._sender.get_room(room_id)
+        if not room_version.knock_join_rule:
+            raise MatrixError(403, "M_FORBIDDEN", f"Room version {room_version.identifier} does not allow knocking")
+        content: dict[str, Any] = {"membership": "knock", **(await self._profiles.member_profile(requester.user_id))}
+        if reason:
+            content["reason"] = reason
+        await self._sender.send(room_id, requester.user_id, "m.room.member", content, requester.user_id)
+        return room_id
+
+    async def forget(self, requester: Requester, room_id: str) -> None:
+        current = await self._rooms.get_membership(room_id, requester.user_id)
+        if current is None:
+            raise MatrixError(404, "M_NOT_FOUND", "You have never been in this room")
+        if current[0] in ("join", "invite", "knock"):
+            raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it")
+        await self._rooms.forget(requester.user_id, room_id)
+
+    async def update_profile_in_rooms(self, user_id: str) -> None:
+        """A profile change rewrites the user's member event in each room they are joined to."""
+        profile = await self._profiles.member_profile(user_id)
+        for room_id in await self._rooms.rooms_for_user(user_id, ("join",)):
+            await self._sender.send(room_id, user_id, "m.room.member", {"membership": "join", **profile}, user_id)
+
+    async def _set_membership(
+        self, sender: str, room_id: str, target: str, membership: str, reason: str | None
+    ) -> PersistedEvent:
+        await self._sender.get_room(room_id)
+        content: dict[str, Any] = {"membership": membership}
+        if reason:
+            content["reason"] = reason
+        return await self._sender.send(room_id, sender, "m.room.member", content, target)
+
+    async def _require_local_user(self, user_id: str) -> None:
+        try:
+            _, server = parse_user_id(user_id)
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user id: {user_id!r}") from None
+        if server != self._sender.server_name:
+            raise MatrixError(404, "M_UNRECOGNIZED", "Inviting users of other servers needs federation, not built yet")
+        if await self._accounts.get_user(user_id) is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"Unknown user {user_id}")

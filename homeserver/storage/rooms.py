@@ -1,0 +1,210 @@
+"""Rooms and who is in them now, from the current_state table; aliases; forgotten rooms."""
+
+import time
+from dataclasses import dataclass
+
+from homeserver.storage.database import Database, Txn
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    room_id: str
+    room_version: str
+    creator: str
+    is_public: bool
+
+
+class AliasExists(Exception):
+    pass
+
+
+class RoomStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        row = await self._db.run(
+            "rooms.get",
+            lambda txn: txn.execute(
+                "SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = ?", (room_id,)
+            ).fetchone(),
+            readonly=True,
+        )
+        return RoomRecord(row[0], row[1], row[2], bool(row[3])) if row else None
+
+    async def set_public(self, room_id: str, public: bool) -> None:
+        await self._db.run(
+            "rooms.set_public",
+            lambda txn: txn.execute("UPDATE rooms SET is_public = ? WHERE room_id = ?", (int(public), room_id)),
+        )
+
+    async def get_current_state_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
+        row = await self._db.run(
+            "rooms.current_state_id",
+            lambda txn: txn.execute(
+                "SELECT event_id FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                (room_id, event_type, state_key),
+            ).fetchone(),
+            readonly=True,
+        )
+        return row[0] if row else None
+
+    async def get_membership(self, room_id: str, user_id: str) -> tuple[str, str] | None:
+        """The user's current (membership, member event id) in the room, or None."""
+        row = await self._db.run(
+            "rooms.membership",
+            lambda txn: txn.execute(
+                "SELECT membership, event_id FROM current_state"
+                " WHERE room_id = ? AND type = 'm.room.member' AND state_key = ?",
+                (room_id, user_id),
+            ).fetchone(),
+            readonly=True,
+        )
+        return (row[0], row[1]) if row else None
+
+    async def rooms_for_user(self, user_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
+        marks = ",".join("?" * len(memberships))
+        rows = await self._db.run(
+            "rooms.rooms_for_user",
+            lambda txn: txn.execute(
+                "SELECT room_id FROM current_state WHERE state_key = ? AND type = 'm.room.member'"
+                f" AND membership IN ({marks}) ORDER BY room_id",
+                (user_id, *memberships),
+            ).fetchall(),
+            readonly=True,
+        )
+        return [r[0] for r in rows]
+
+    async def member_event_ids(self, room_id: str, membership: str | None = "join") -> dict[str, str]:
+        """user id -> current member event id, for members with `membership` (None: everyone)."""
+        sql = "SELECT state_key, event_id FROM current_state WHERE room_id = ? AND type = 'm.room.member'"
+        args: tuple = (room_id,)
+        if membership is not None:
+            sql += " AND membership = ?"
+            args += (membership,)
+        rows = await self._db.run(
+            "rooms.member_event_ids", lambda txn: txn.execute(sql, args).fetchall(), readonly=True
+        )
+        return dict(rows)
+
+    async def shares_room_with_membership(self, user_id: str, room_ids: list[str]) -> bool:
+        """Whether the user is joined to any of `room_ids` (restricted join rules)."""
+        if not room_ids:
+            return False
+        marks = ",".join("?" * len(room_ids))
+        row = await self._db.run(
+            "rooms.joined_any",
+            lambda txn: txn.execute(
+                f"SELECT 1 FROM current_state WHERE room_id IN ({marks}) AND type = 'm.room.member'"
+                " AND state_key = ? AND membership = 'join'",
+                (*room_ids, user_id),
+            ).fetchone(),
+            readonly=True,
+        )
+        return row is not None
+
+    async def public_room_ids(self) -> list[str]:
+        rows = await self._db.run(
+            "rooms.public",
+            lambda txn: txn.execute("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY room_id").fetchall(),
+            readonly=True,
+        )
+        return [r[0] for r in rows]
+
+    async def joined_member_counts(self, room_ids: list[str]) -> dict[str, int]:
+        if not room_ids:
+            return {}
+        marks = ",".join("?" * len(room_ids))
+        rows = await self._db.run(
+            "rooms.joined_counts",
+            lambda txn: txn.execute(
+                f"SELECT room_id, count(*) FROM current_state WHERE room_id IN ({marks})"
+                " AND type = 'm.room.member' AND membership = 'join' GROUP BY room_id",
+                room_ids,
+            ).fetchall(),
+            readonly=True,
+        )
+        counts = dict.fromkeys(room_ids, 0)
+        counts.update(dict(rows))
+        return counts
+
+    async def current_state_ids(self, room_id: str, types: tuple[str, ...]) -> dict[tuple[str, str], str]:
+        marks = ",".join("?" * len(types))
+        rows = await self._db.run(
+            "rooms.current_state_of_types",
+            lambda txn: txn.execute(
+                f"SELECT type, state_key, event_id FROM current_state WHERE room_id = ? AND type IN ({marks})",
+                (room_id, *types),
+            ).fetchall(),
+            readonly=True,
+        )
+        return {(t, k): e for t, k, e in rows}
+
+    # -- forgetting ---------------------------------------------------------------------------
+
+    async def forget(self, user_id: str, room_id: str) -> None:
+        await self._db.run("rooms.forget", self._forget_txn, user_id, room_id)
+
+    def _forget_txn(self, txn: Txn, user_id: str, room_id: str) -> None:
+        if not txn.execute(
+            "SELECT 1 FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", (user_id, room_id)
+        ).fetchone():
+            txn.execute("INSERT INTO forgotten_rooms (user_id, room_id) VALUES (?, ?)", (user_id, room_id))
+
+    async def unforget(self, user_id: str, room_id: str) -> None:
+        await self._db.run(
+            "rooms.unforget",
+            lambda txn: txn.execute(
+                "DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", (user_id, room_id)
+            ),
+        )
+
+    async def is_forgotten(self, user_id: str, room_id: str) -> bool:
+        row = await self._db.run(
+            "rooms.is_forgotten",
+            lambda txn: txn.execute(
+                "SELECT 1 FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", (user_id, room_id)
+            ).fetchone(),
+            readonly=True,
+        )
+        return row is not None
+
+    # -- aliases ------------------------------------------------------------------------------
+
+    async def create_alias(self, alias: str, room_id: str, creator: str) -> None:
+        """Raises AliasExists if the alias is taken."""
+        await self._db.run("rooms.create_alias", self._create_alias_txn, alias, room_id, creator)
+
+    def _create_alias_txn(self, txn: Txn, alias: str, room_id: str, creator: str) -> None:
+        if txn.execute("SELECT 1 FROM room_aliases WHERE room_alias = ?", (alias,)).fetchone():
+            raise AliasExists(alias)
+        txn.execute(
+            "INSERT INTO room_aliases (room_alias, room_id, creator, created_ts) VALUES (?, ?, ?, ?)",
+            (alias, room_id, creator, int(time.time() * 1000)),
+        )
+
+    async def get_alias(self, alias: str) -> tuple[str, str] | None:
+        """(room id, creator) of an alias."""
+        row = await self._db.run(
+            "rooms.get_alias",
+            lambda txn: txn.execute(
+                "SELECT room_id, creator FROM room_aliases WHERE room_alias = ?", (alias,)
+            ).fetchone(),
+            readonly=True,
+        )
+        return (row[0], row[1]) if row else None
+
+    async def delete_alias(self, alias: str) -> None:
+        await self._db.run(
+            "rooms.delete_alias", lambda txn: txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (alias,))
+        )
+
+    async def aliases_of_room(self, room_id: str) -> list[str]:
+        rows = await self._db.run(
+            "rooms.aliases_of_room",
+            lambda txn: txn.execute(
+                "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", (room_id,)
+            ).fetchall(),
+            readonly=True,
+        )
+        return [r[0] for r in rows]

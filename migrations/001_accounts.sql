@@ -8,6 +8,8 @@ CREATE TABLE users (
     deactivated SMALLINT NOT NULL DEFAULT 0,
     created_ts BIGINT NOT NULL
 );
+-- Logins match older ids with capitals case-insensitively.
+CREATE INDEX users_lower_id ON users (lower(user_id));
 
 CREATE TABLE devices (
     user_id TEXT NOT NULL REFERENCES users (user_id),

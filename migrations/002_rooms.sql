@@ -59,7 +59,8 @@ CREATE TABLE state_groups (
     id BIGINT PRIMARY KEY,
     room_id TEXT NOT NULL,
     prev_group BIGINT,
-    chain_length INTEGER NOT NULL
+    chain_length INTEGER NOT NULL,
+    snapshot_size INTEGER NOT NULL
 );
 INSERT INTO stream_counters (name, value) VALUES ('state_groups', 0);
 
@@ -70,6 +71,8 @@ CREATE TABLE state_group_entries (
     event_id TEXT NOT NULL,
     PRIMARY KEY (state_group, type, state_key)
 );
+-- Lazy lookups ask for a few (type, state_key) pairs along a chain of groups.
+CREATE INDEX state_group_entries_key ON state_group_entries (type, state_key, state_group);
 
 -- The room's state now, kept beside the groups so "which rooms is alice in" is one indexed query.
 CREATE TABLE current_state (

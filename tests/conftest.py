@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client import Client, new_user
+from tests.client import Client, RoomClient, new_room_user
 from tests.server import BACKENDS, ServerProcess, database_config, postgres_url
 
 
@@ -41,13 +41,18 @@ def anon(server: ServerProcess) -> Client:
 
 
 @pytest.fixture
-def alice(server: ServerProcess) -> Client:
-    return new_user(server.url)
+def alice(server: ServerProcess) -> RoomClient:
+    return new_room_user(server.url)
 
 
 @pytest.fixture
-def bob(server: ServerProcess) -> Client:
-    return new_user(server.url)
+def bob(server: ServerProcess) -> RoomClient:
+    return new_room_user(server.url)
+
+
+@pytest.fixture
+def carol(server: ServerProcess) -> RoomClient:
+    return new_room_user(server.url)
 
 
 @pytest.fixture

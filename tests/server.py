@@ -55,7 +55,22 @@ def database_config(backend: str, directory: Path) -> Iterator[dict[str, Any]]:
     try:
         yield {"name": "psycopg2", "args": {"dsn": url, "cp_max": 5}}
     finally:
+        _disconnect_everyone(base, url.rsplit("/", 1)[1])
         drop_database(admin_url)
+
+
+def _disconnect_everyone(base_url: str, dbname: str) -> None:
+    """End leftover sessions (a killed server, an unclosed pool) so the database can be dropped."""
+    import psycopg2
+
+    conn = psycopg2.connect(base_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+    conn.close()
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

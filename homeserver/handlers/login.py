@@ -33,9 +33,12 @@ class LoginHandler:
     async def password_login(
         self, user_id: str, password: str, device_id: str | None, display_name: str | None, client_ip: str
     ) -> LoginResult:
+        # Accounts are limited by their id in lower case: logins match ids case-insensitively, so a
+        # change of case must not give an attacker a fresh budget.
+        account_key = user_id.lower()
         self._limits.address.hit(client_ip)
-        self._limits.account.check(user_id)
-        self._limits.failed_attempts.check(user_id)
+        self._limits.account.check(account_key)
+        self._limits.failed_attempts.check(account_key)
         user = await self._accounts.get_user(user_id)
         if user is None:
             # Older accounts may have upper-case letters: accept the case-insensitive match if unique.
@@ -44,11 +47,11 @@ class LoginHandler:
         if user is None or not await self._passwords.verify(password, user.password_hash):
             if user is not None and user.deactivated:
                 raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
-            self._limits.failed_attempts.record(user_id)
+            self._limits.failed_attempts.record(account_key)
             raise MatrixError(403, "M_FORBIDDEN", "Invalid username or password")
         if user.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
-        self._limits.account.record(user.user_id)
+        self._limits.account.record(account_key)
         return await self.create_login(user.user_id, device_id, display_name, client_ip)
 
     async def create_login(

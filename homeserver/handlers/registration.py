@@ -52,6 +52,10 @@ class RegistrationHandler:
         localpart = request.username.lower() if request.username is not None else None
         if localpart is not None:
             await self.check_available(localpart)
+        if request.auth is None:
+            # The first call of the dance: answer with the flows before asking for anything else, as
+            # clients (Element) start with an empty body to learn them.
+            await self._ui_auth.require_dummy(None)
         if not request.password:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: password")
         check_password_length(request.password)

@@ -6,6 +6,7 @@ from typing import Any
 from homeserver.core.errors import MatrixError
 from homeserver.core.ids import parse_user_id
 from homeserver.handlers.passwords import PasswordHasher
+from homeserver.handlers.ratelimit import RateLimiter
 from homeserver.storage.accounts import AccountStore
 from homeserver.storage.ui_auth import UiAuthStore
 
@@ -31,11 +32,20 @@ class AuthRequired(MatrixError):
 
 
 class UiAuth:
-    def __init__(self, store: UiAuthStore, accounts: AccountStore, passwords: PasswordHasher, server_name: str) -> None:
+    def __init__(
+        self,
+        store: UiAuthStore,
+        accounts: AccountStore,
+        passwords: PasswordHasher,
+        server_name: str,
+        failed_attempts: RateLimiter,
+    ) -> None:
         self._store = store
         self._accounts = accounts
         self._passwords = passwords
         self._server_name = server_name
+        # The same budget as failed logins: a stolen token must not become a password-guessing oracle.
+        self._failed_attempts = failed_attempts
 
     async def require_password(self, user_id: str, auth: Any) -> None:
         """Pass if `auth` proves, by password, to be `user_id`; raise the 401 dance otherwise."""
@@ -51,7 +61,8 @@ class UiAuth:
             raise MatrixError(400, "M_BAD_JSON", "auth must be an object")
         session = auth.get("session")
         if session is not None:
-            found = await self._store.get_session(session) if isinstance(session, str) else None
+            valid = isinstance(session, str) and "\x00" not in session
+            found = await self._store.get_session(session) if valid else None
             if found is None or (user_id is not None and found[0] not in (None, user_id)):
                 raise MatrixError(400, "M_UNKNOWN", "Unknown or expired user-interactive auth session")
         else:
@@ -74,10 +85,13 @@ class UiAuth:
     async def _check_password(self, user_id: str, auth: dict[str, Any]) -> None:
         claimed = identified_user(auth, self._server_name)
         password = auth.get("password")
-        if claimed != user_id or not isinstance(password, str):
+        # Logins match ids case-insensitively (older ids may have capitals), so the auth stage does too.
+        if claimed.lower() != user_id.lower() or not isinstance(password, str):
             raise MatrixError(401, "M_FORBIDDEN", "Invalid username or password")
+        self._failed_attempts.check(user_id.lower())
         user = await self._accounts.get_user(user_id)
         if user is None or not await self._passwords.verify(password, user.password_hash):
+            self._failed_attempts.record(user_id.lower())
             raise MatrixError(401, "M_FORBIDDEN", "Invalid username or password")
 
 
@@ -92,14 +106,15 @@ def identified_user(body: dict[str, Any], server_name: str) -> str:
         user = identifier.get("user")
     else:
         user = body.get("user")
-    if not isinstance(user, str) or not user:
+    if user is None or user == "":
         raise MatrixError(400, "M_MISSING_PARAM", "Missing identifier.user")
-    if user.startswith("@"):
-        try:
-            _, server = parse_user_id(user)
-        except ValueError:
-            raise MatrixError(400, "M_INVALID_PARAM", "Invalid user id") from None
-        if server != server_name:
-            raise MatrixError(403, "M_FORBIDDEN", "That user is not from this server")
-        return user
-    return f"@{user}:{server_name}"
+    if not isinstance(user, str):
+        raise MatrixError(400, "M_INVALID_PARAM", "identifier.user must be a string")
+    full = user if user.startswith("@") else f"@{user}:{server_name}"
+    try:
+        _, server = parse_user_id(full)
+    except ValueError:
+        raise MatrixError(400, "M_INVALID_PARAM", "Invalid user id") from None
+    if server != server_name:
+        raise MatrixError(403, "M_FORBIDDEN", "That user is not from this server")
+    return full

@@ -1,6 +1,7 @@
 """The view of a request that endpoints get: parameters, JSON body, client address, authentication."""
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,8 +11,31 @@ from homeserver.core.requester import Requester
 Authenticator = Callable[[str], Awaitable[Requester | None]]
 
 
+# A JSON escape for half of a UTF-16 surrogate pair; only bodies that contain one need the full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if a string anywhere in `value` holds an unpaired surrogate: it cannot be stored or sent
+    as UTF-8, so it must be refused here rather than fail in the database or an encoder."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 class ApiRequest:
@@ -61,8 +85,12 @@ class ApiRequest:
             value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError):
             raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
+        except RecursionError:
+            raise MatrixError(400, "M_BAD_JSON", "Content is nested too deeply.") from None
         if not isinstance(value, dict):
             raise MatrixError(400, "M_BAD_JSON", "Content must be a JSON object.")
+        if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(value):
+            raise MatrixError(400, "M_BAD_JSON", "Content contains an unpaired UTF-16 surrogate.")
         return value
 
     def access_token(self) -> str | None:
@@ -93,13 +121,30 @@ def require_field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]
 
 
 def optional_field(body: dict[str, Any], name: str, kind: type | tuple[type, ...] = str, default: Any = None) -> Any:
+    """A body field of the given type, or `default` when absent (or null). Strings may not hold NUL:
+    no parameter needs one, and PostgreSQL cannot store it in a text column."""
     value = body.get(name, default)
     if value is None and default is None:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be of type {_json_type(names)}")
+    if isinstance(value, str) and "\x00" in value:
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must not contain NUL characters")
     return value
+
+
+MAX_DEVICE_ID_LENGTH = 512  # far above any client's; keeps the key within PostgreSQL's index row limit
+
+
+def device_id_field(body: dict[str, Any]) -> str | None:
+    """The optional `device_id` a client chooses at login or registration."""
+    device_id = optional_field(body, "device_id")
+    if not device_id:
+        return None  # an empty id is taken as none, as before: the server generates one
+    if len(device_id) > MAX_DEVICE_ID_LENGTH:
+        raise MatrixError(400, "M_INVALID_PARAM", f"device_id may be at most {MAX_DEVICE_ID_LENGTH} characters")
+    return device_id
 
 
 def _json_type(python_name: str) -> str:

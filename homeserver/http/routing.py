@@ -70,7 +70,12 @@ class Router:
             if endpoint is None:
                 allowed = True
                 continue
-            return endpoint, template, {k: unquote(v) for k, v in m.groupdict().items()}
+            params = {k: unquote(v) for k, v in m.groupdict().items()}
+            for name, value in params.items():
+                # No identifier may hold NUL, and PostgreSQL cannot even look one up.
+                if "\x00" in value:
+                    raise MatrixError(400, "M_INVALID_PARAM", f"{name} must not contain NUL characters")
+            return endpoint, template, params
         if allowed:
             raise MatrixError(405, "M_UNRECOGNIZED", "Unrecognized request: method not allowed on this path")
         raise MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request")

@@ -52,12 +52,15 @@ class AccountStore:
         await self._db.run("accounts.create_user", self._create_user_txn, user_id, password_hash, admin)
 
     def _create_user_txn(self, txn: Txn, user_id: str, password_hash: str | None, admin: bool) -> None:
-        if txn.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone():
-            raise UserExists(user_id)
+        # ON CONFLICT rather than a SELECT first: two registrations of one name at once must give one
+        # user and one M_USER_IN_USE, not a unique-key violation.
         txn.execute(
-            "INSERT INTO users (user_id, password_hash, admin, deactivated, created_ts) VALUES (?, ?, ?, 0, ?)",
+            "INSERT INTO users (user_id, password_hash, admin, deactivated, created_ts) VALUES (?, ?, ?, 0, ?)"
+            " ON CONFLICT (user_id) DO NOTHING",
             (user_id, password_hash, int(admin), _now_ms()),
         )
+        if txn.rowcount == 0:
+            raise UserExists(user_id)
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         return await self._db.run("accounts.get_user", self._get_user_txn, user_id, readonly=True)
@@ -120,21 +123,15 @@ class AccountStore:
         self, txn: Txn, user_id: str, device_id: str, display_name: str | None, token: str, ip: str | None
     ) -> None:
         now = _now_ms()
-        exists = txn.execute(
-            "SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
-        ).fetchone()
-        if exists:
-            txn.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
-            txn.execute(
-                "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ? WHERE user_id = ? AND device_id = ?",
-                (now, ip, user_id, device_id),
-            )
-        else:
-            txn.execute(
-                "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (user_id, device_id, display_name, now, ip),
-            )
+        # One upsert, so that two logins with the same device id at once (or a login racing the
+        # device's deletion) cannot break the key or the token's reference to its device.
+        txn.execute(
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (user_id, device_id) DO UPDATE"
+            " SET last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip",
+            (user_id, device_id, display_name, now, ip),
+        )
+        txn.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
         txn.execute(
             "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
             (hash_token(token), user_id, device_id, now),

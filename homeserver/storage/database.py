@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SLOW_TRANSACTION_S = 0.5
+INSERT_CHUNK = 500  # rows per multi-row INSERT; x columns stays under SQLite's 32766 parameters
 
 
 class DatabaseBusy(Exception):
@@ -44,6 +45,15 @@ class Txn:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._cursor.executemany(self._engine.convert_sql(sql), [tuple(r) for r in rows])
+
+    def insert_many(self, table: str, columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> None:
+        """Multi-row INSERTs in chunks: one round trip per chunk instead of one per row."""
+        rows = [tuple(r) for r in rows]
+        group = "(" + ",".join("?" * len(columns)) + ")"
+        for start in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[start : start + INSERT_CHUNK]
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ",".join([group] * len(chunk))
+            self.execute(sql, [value for row in chunk for value in row])
 
     def fetchone(self) -> tuple | None:
         return self._cursor.fetchone()

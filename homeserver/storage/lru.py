@@ -26,6 +26,9 @@ class SizedLru(Generic[K, V]):
         self.hits += 1
         return found[0]
 
+    def contains(self, key: K) -> bool:
+        return key in self._items
+
     def put(self, key: K, value: V) -> None:
         size = self._size_of(value)
         if size > self.max_bytes:

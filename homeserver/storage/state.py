@@ -14,9 +14,14 @@ from homeserver.storage.lru import SizedLru
 StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
 
-MAX_DELTA_CHAIN = 50  # a lookup reads at most this many groups before reaching a full snapshot
+# A new full snapshot is written once the chain of deltas since the last one is longer than both
+# MIN_DELTA_CHAIN and a quarter of that snapshot's size. Big rooms so write a snapshot every few hundred
+# state changes (storage stays a few rows per change, where a fixed short chain would copy a 5,000-member
+# state every 50 joins), while reading the deltas never costs more than reading the snapshot itself.
+MIN_DELTA_CHAIN = 50
 STATE_CACHE_BYTES = 64 * 1024 * 1024
 _ENTRY_BYTES = 200  # rough memory of one (type, state_key) -> event_id entry in a dict
+PREV_CACHE_ENTRIES = 1_000_000
 
 
 class StateStore:
@@ -24,6 +29,8 @@ class StateStore:
         self._db = db
         self.cache: SizedLru[int, StateMap] = SizedLru(cache_bytes, lambda m: 100 + len(m) * _ENTRY_BYTES)
         self.rows_read = 0  # state entries read from the database, for tests and metrics
+        # group -> its prev_group: groups never change, so the chain walk is cached for good (bounded).
+        self._prev: SizedLru[int, int | None] = SizedLru(PREV_CACHE_ENTRIES, lambda _: 1)
 
     async def get_state_ids(self, group: int, keys: Iterable[StateKey] | None = None) -> StateMap:
         """The state at `group`: only `keys` if given (missing keys are absent), else all of it."""
@@ -49,15 +56,28 @@ class StateStore:
 
     def _chain(self, txn: Txn, group: int) -> list[int]:
         """The group and its ancestors, nearest first, up to the full snapshot."""
+        chain: list[int] = []
+        current: int | None = group
+        while current is not None:
+            chain.append(current)
+            prev = self._prev.get(current)
+            if prev is None and not self._prev.contains(current):
+                return chain[:-1] + self._chain_from_db(txn, current)
+            current = prev
+        return chain
+
+    def _chain_from_db(self, txn: Txn, group: int) -> list[int]:
         rows = txn.execute(
             "WITH RECURSIVE chain(id, prev_group, n) AS ("
             " SELECT id, prev_group, 0 FROM state_groups WHERE id = ?"
             " UNION ALL SELECT g.id, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.id = c.prev_group"
-            ") SELECT id FROM chain ORDER BY n",
+            ") SELECT id, prev_group FROM chain ORDER BY n",
             (group,),
         ).fetchall()
         if not rows:
             raise KeyError(f"unknown state group {group}")
+        for group_id, prev in rows:
+            self._prev.put(group_id, prev)
         return [r[0] for r in rows]
 
     def _merge(self, chain: list[int], rows: list[tuple]) -> StateMap:
@@ -102,23 +122,29 @@ class StateStore:
         return self._merge(chain, rows)
 
     def store_group_txn(self, txn: Txn, room_id: str, prev_group: int | None, delta: Mapping[StateKey, str]) -> int:
-        """Write a new group: `delta` on top of `prev_group`, or a full snapshot when the chain would
-        grow past MAX_DELTA_CHAIN (or there is no previous group). Runs inside the caller's txn."""
+        """Write a new group: `delta` on top of `prev_group`, or a full snapshot when the chain is long
+        enough (see MIN_DELTA_CHAIN) or there is no previous group. Runs inside the caller's txn."""
         group = next_id(txn, "state_groups")
-        chain_length = 0
+        chain_length, snapshot_size = 0, 0
         entries = dict(delta)
         if prev_group is not None:
-            row = txn.execute("SELECT chain_length FROM state_groups WHERE id = ?", (prev_group,)).fetchone()
-            chain_length = row[0] + 1
-            if chain_length > MAX_DELTA_CHAIN:
+            row = txn.execute(
+                "SELECT chain_length, snapshot_size FROM state_groups WHERE id = ?", (prev_group,)
+            ).fetchone()
+            chain_length, snapshot_size = row[0] + 1, row[1]
+            if chain_length > max(MIN_DELTA_CHAIN, snapshot_size // 4):
                 entries = {**self._full_state_txn(txn, prev_group), **delta}
                 prev_group, chain_length = None, 0
+        if prev_group is None:
+            snapshot_size = len(entries)
         txn.execute(
-            "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (?, ?, ?, ?)",
-            (group, room_id, prev_group, chain_length),
+            "INSERT INTO state_groups (id, room_id, prev_group, chain_length, snapshot_size) VALUES (?, ?, ?, ?, ?)",
+            (group, room_id, prev_group, chain_length, snapshot_size),
         )
-        txn.executemany(
-            "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES (?, ?, ?, ?)",
+        self._prev.put(group, prev_group)  # harmless if the transaction rolls back: ids are never reused
+        txn.insert_many(
+            "state_group_entries",
+            ("state_group", "type", "state_key", "event_id"),
             [(group, t, k, e) for (t, k), e in entries.items()],
         )
         return group

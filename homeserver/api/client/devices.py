@@ -8,6 +8,8 @@ from homeserver.storage.accounts import DeviceRecord
 
 
 def _device_json(device: DeviceRecord) -> dict:
+    # The spec leaves out unset fields, but matrix-nio's schema requires all four keys (null allowed)
+    # and drops devices without them, so unset fields are sent as null, as Synapse does.
     return {
         "device_id": device.device_id,
         "display_name": device.display_name,
@@ -67,7 +69,7 @@ class DeleteDevices(_DeviceEndpoint):
         requester = await request.require_user()
         body = request.json_object()
         device_ids = require_field(body, "devices", list)
-        if not all(isinstance(d, str) for d in device_ids):
+        if not all(isinstance(d, str) and "\x00" not in d for d in device_ids):
             raise MatrixError(400, "M_INVALID_PARAM", "devices must be a list of device ids")
         await self._devices.delete(requester, device_ids, body.get("auth"))
         return 200, {}

@@ -3,7 +3,7 @@
 from homeserver.core.errors import MatrixError
 from homeserver.handlers.login import LoginHandler
 from homeserver.handlers.ui_auth import identified_user
-from homeserver.http.request import ApiRequest, optional_field
+from homeserver.http.request import ApiRequest, device_id_field, optional_field, require_field
 from homeserver.http.routing import Endpoint
 
 
@@ -24,7 +24,7 @@ class Login(Endpoint):
 
     async def handle(self, request: ApiRequest) -> tuple[int, dict]:
         body = request.json_object()
-        if body.get("type") != "m.login.password":
+        if require_field(body, "type") != "m.login.password":
             raise MatrixError(400, "M_UNKNOWN", "Unknown login type; this server supports m.login.password")
         user_id = identified_user(body, self._server_name)
         password = optional_field(body, "password")
@@ -33,7 +33,7 @@ class Login(Endpoint):
         result = await self._login.password_login(
             user_id,
             password,
-            optional_field(body, "device_id"),
+            device_id_field(body),
             optional_field(body, "initial_device_display_name"),
             request.client_ip,
         )

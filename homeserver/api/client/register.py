@@ -4,7 +4,7 @@ from typing import Any
 
 from homeserver.core.errors import MatrixError
 from homeserver.handlers.registration import RegistrationHandler, RegistrationRequest
-from homeserver.http.request import ApiRequest, optional_field
+from homeserver.http.request import ApiRequest, device_id_field, optional_field
 from homeserver.http.routing import Endpoint
 
 
@@ -26,7 +26,7 @@ class Register(Endpoint):
             RegistrationRequest(
                 username=optional_field(body, "username"),
                 password=optional_field(body, "password"),
-                device_id=optional_field(body, "device_id"),
+                device_id=device_id_field(body),
                 device_display_name=optional_field(body, "initial_device_display_name"),
                 inhibit_login=optional_field(body, "inhibit_login", bool, False),
                 auth=body.get("auth"),
@@ -49,7 +49,8 @@ class RegisterAvailable(Endpoint):
         username = request.query_param("username")
         if not username:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: username")
-        await self._registration.check_available(username)
+        # Registration maps a username to lower case, so the answer here is for that localpart too.
+        await self._registration.check_available(username.lower())
         return 200, {"available": True}
 
 

@@ -8,28 +8,51 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from homeserver.api import health
 from homeserver.api.admin import register as admin_register
-from homeserver.api.client import account, devices, login, register, versions
+from homeserver.api.client import (
+    account,
+    capabilities,
+    devices,
+    directory,
+    login,
+    membership,
+    profile,
+    register,
+    room_reads,
+    room_send,
+    versions,
+)
 from homeserver.config.options import HomeserverConfig
 from homeserver.config.signing_key import load_signing_key
 from homeserver.config.types import ConfigError
 from homeserver.handlers.account import AccountHandler
 from homeserver.handlers.auth import Authenticator
 from homeserver.handlers.devices import DeviceHandler
+from homeserver.handlers.directory import DirectoryHandler
 from homeserver.handlers.login import LoginHandler, LoginLimits
+from homeserver.handlers.membership import MembershipHandler
+from homeserver.handlers.messages import MessageHandler
 from homeserver.handlers.passwords import PasswordHasher
+from homeserver.handlers.profiles import ProfileHandler
 from homeserver.handlers.ratelimit import RateLimiter
 from homeserver.handlers.registration import RegistrationHandler
+from homeserver.handlers.room_creation import RoomCreationHandler
+from homeserver.handlers.room_events import RoomEventSender
+from homeserver.handlers.room_reads import RoomReadHandler
 from homeserver.handlers.shared_secret_registration import SharedSecretRegistration
 from homeserver.handlers.ui_auth import UiAuth
 from homeserver.http.admission import AdmissionController, derive_limits
 from homeserver.http.channel import listen
-from homeserver.http.fd_budget import compute_budget
+from homeserver.http.fd_budget import compute_budget, database_fds
 from homeserver.http.routing import Endpoint, Router
 from homeserver.http.server import MatrixSite
 from homeserver.storage.accounts import AccountStore
 from homeserver.storage.database import Database, DatabaseBusy
 from homeserver.storage.engines import create_engine
+from homeserver.storage.events import EventStore
 from homeserver.storage.migrations import migrate
+from homeserver.storage.profiles import ProfileStore
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.state import StateStore
 from homeserver.storage.ui_auth import UiAuthStore
 
 logger = logging.getLogger(__name__)
@@ -52,13 +75,12 @@ class HomeServer:
         self.db = Database(create_engine(db_config), db_config.cp_max, db_config.max_waiting_transactions, reactor)
         self.accounts = AccountStore(self.db)
         self.passwords = PasswordHasher(config.bcrypt_rounds, reactor)
-        self.ui_auth = UiAuth(UiAuthStore(self.db), self.accounts, self.passwords, config.server_name)
         rc = config.rc_login
-        self.login = LoginHandler(
-            self.accounts,
-            self.passwords,
-            LoginLimits(_limiter(rc.address), _limiter(rc.account), _limiter(rc.failed_attempts)),
+        login_limits = LoginLimits(_limiter(rc.address), _limiter(rc.account), _limiter(rc.failed_attempts))
+        self.ui_auth = UiAuth(
+            UiAuthStore(self.db), self.accounts, self.passwords, config.server_name, login_limits.failed_attempts
         )
+        self.login = LoginHandler(self.accounts, self.passwords, login_limits)
         self.registration = RegistrationHandler(
             config.server_name,
             config.enable_registration,
@@ -72,8 +94,24 @@ class HomeServer:
         self.devices = DeviceHandler(self.accounts, self.ui_auth)
         self.account = AccountHandler(self.accounts, self.passwords, self.ui_auth)
         self.authenticator = Authenticator(self.accounts)
+        self._build_rooms()
         self.admission: AdmissionController | None = None
         self.ports: list[Any] = []
+
+    def _build_rooms(self) -> None:
+        self.state = StateStore(self.db)
+        self.events = EventStore(self.db, self.state)
+        self.rooms = RoomStore(self.db)
+        self.profiles = ProfileHandler(self.config.server_name, ProfileStore(self.db), self.accounts)
+        self.room_sender = RoomEventSender(
+            self.config.server_name, self.signing_key, self.rooms, self.events, self.state
+        )
+        self.room_creation = RoomCreationHandler(self.room_sender, self.events, self.rooms, self.profiles)
+        self.membership = MembershipHandler(self.room_sender, self.rooms, self.events, self.accounts, self.profiles)
+        self.profiles.member_event_updater = self.membership.update_profile_in_rooms
+        self.messages = MessageHandler(self.room_sender, self.events, self.rooms)
+        self.room_reads = RoomReadHandler(self.events, self.state, self.rooms)
+        self.directory = DirectoryHandler(self.config.server_name, self.room_sender, self.rooms, self.events)
 
     async def prepare_database(self) -> list[int]:
         return await migrate(self.db)
@@ -88,6 +126,12 @@ class HomeServer:
             *account.endpoints(self.account),
             *devices.endpoints(self.devices),
             *admin_register.endpoints(self.shared_secret_registration, self.login),
+            capabilities.Capabilities(),
+            *room_send.endpoints(self.room_creation, self.messages),
+            *membership.endpoints(self.membership, self.rooms),
+            *profile.endpoints(self.profiles),
+            *room_reads.endpoints(self.room_reads),
+            *directory.endpoints(self.directory),
         ]
 
     def health_status(self) -> tuple[bool, dict[str, Any]]:
@@ -108,7 +152,7 @@ class HomeServer:
         if applied:
             logger.info("applied database migrations %s", applied)
         admission_config = self.config.admission_control
-        budget = compute_budget(admission_config.fd_reserve, self.config.database.cp_max)
+        budget = compute_budget(admission_config.fd_reserve, database_fds(self.config.database))
         limits = derive_limits(admission_config, budget)
         self.admission = AdmissionController(limits, admission_config.retry_after_ms)
         logger.info(

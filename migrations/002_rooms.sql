@@ -40,13 +40,16 @@ CREATE TABLE redactions (
 );
 CREATE INDEX redactions_redacts ON redactions (redacts);
 
+-- A client's transaction id is unique per device and request path: `scope` is a short digest of the
+-- path's parameters (room, event type or redacted event).
 CREATE TABLE event_txn_ids (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
     txn_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     created_ts BIGINT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
 
 CREATE TABLE forward_extremities (

@@ -99,15 +99,18 @@ class MembershipHandler:
         await self._set_membership(requester.user_id, room_id, user_id, "invite", reason)
 
     async def kick(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
+        _require_user_id(user_id)
         current = await self._rooms.get_membership(room_id, user_id)
         if current is None or current[0] not in ("join", "invite", "knock"):
             raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not in the room")
         await self._set_membership(requester.user_id, room_id, user_id, "leave", reason)
 
     async def ban(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
+        _require_user_id(user_id)
         await self._set_membership(requester.user_id, room_id, user_id, "ban", reason)
 
     async def unban(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
+        _require_user_id(user_id)
         current = await self._rooms.get_membership(room_id, user_id)
         if current is None or current[0] != "ban":
             raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not banned")
@@ -148,11 +151,17 @@ class MembershipHandler:
         return await self._sender.send(room_id, sender, "m.room.member", content, target)
 
     async def _require_local_user(self, user_id: str) -> None:
-        try:
-            _, server = parse_user_id(user_id)
-        except ValueError:
-            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user id: {user_id!r}") from None
+        server = _require_user_id(user_id)
         if server != self._sender.server_name:
             raise MatrixError(404, "M_UNRECOGNIZED", "Inviting users of other servers needs federation, not built yet")
         if await self._accounts.get_user(user_id) is None:
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown user {user_id}")
+
+
+def _require_user_id(user_id: str) -> str:
+    """The server of a target user id; 400 M_INVALID_PARAM if it is not one (the auth rules do not
+    check that a member event's state key is a user id)."""
+    try:
+        return parse_user_id(user_id)[1]
+    except ValueError:
+        raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user id: {user_id!r}") from None

@@ -1,5 +1,7 @@
 """Sending events into a room: messages, state, redactions; idempotent per device and txn id."""
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +14,19 @@ from homeserver.storage.rooms import RoomStore
 
 # Membership changes go through their own endpoints, which apply the checks a client expects.
 MEMBERSHIP_EVENT = "m.room.member"
+REDACTION_EVENT = "m.room.redaction"
+# Keeps (user, device, txn id) within PostgreSQL's limit for an index row, with room to spare.
+MAX_TXN_ID_BYTES = 1024
+_SCOPE_CHARS = 16
+
+
+def txn_key(requester: Requester, scope: tuple[str, ...], txn_id: str) -> TxnKey:
+    """The spec makes a request a retransmission only if both its transaction id and its path are the
+    same, so the key carries a fixed-length digest of the path's parameters beside the client's id."""
+    if len(txn_id.encode()) > MAX_TXN_ID_BYTES:
+        raise MatrixError(400, "M_INVALID_PARAM", f"Transaction ids may be at most {MAX_TXN_ID_BYTES} bytes")
+    digest = hashlib.sha256(json.dumps(scope).encode()).hexdigest()[:_SCOPE_CHARS]
+    return TxnKey(requester.user_id, requester.device_id, digest, txn_id)
 
 
 class MessageHandler:
@@ -23,11 +38,13 @@ class MessageHandler:
     async def send(
         self, requester: Requester, room_id: str, event_type: str, content: Mapping[str, Any], txn_id: str
     ) -> str:
-        """Send a message event; the same (device, txn id) always answers with the first event's id."""
-        key = TxnKey(requester.user_id, requester.device_id, txn_id)
+        """Send a message event; the same (device, path, txn id) always answers with the first event's id."""
+        key = txn_key(requester, ("send", room_id, event_type), txn_id)
         existing = await self._events.get_event_id_for_txn(key)
         if existing is not None:
             return existing
+        if event_type == REDACTION_EVENT:
+            await self._check_redaction_content(requester, room_id, content)
         try:
             persisted = await self._sender.send(room_id, requester.user_id, event_type, content, txn_key=key)
         except DuplicateTransaction as dup:
@@ -43,6 +60,8 @@ class MessageHandler:
             )
         if event_type == "m.room.canonical_alias":
             await self._check_canonical_alias(room_id, content)
+        if event_type == REDACTION_EVENT:
+            await self._check_redaction_content(requester, room_id, content)
         persisted = await self._sender.send(room_id, requester.user_id, event_type, content, state_key)
         return persisted.event.event_id
 
@@ -61,10 +80,22 @@ class MessageHandler:
 
     async def redact(self, requester: Requester, room_id: str, event_id: str, reason: str | None, txn_id: str) -> str:
         """Redact an event the requester sent, or any event when they hold the redact power level."""
-        key = TxnKey(requester.user_id, requester.device_id, txn_id)
+        key = txn_key(requester, ("redact", room_id, event_id), txn_id)
         existing = await self._events.get_event_id_for_txn(key)
         if existing is not None:
             return existing
+        await self._check_may_redact(requester, room_id, event_id)
+        content = {"reason": reason} if reason else {}
+        try:
+            persisted = await self._sender.send(
+                room_id, requester.user_id, "m.room.redaction", content, redacts=event_id, txn_key=key
+            )
+        except DuplicateTransaction as dup:
+            return dup.event_id
+        return persisted.event.event_id
+
+    async def _check_may_redact(self, requester: Requester, room_id: str, event_id: str) -> None:
+        """The event is in the room, and the requester sent it or holds the redact power level."""
         original = await self._events.get_event(event_id)
         if original is None or original.room_id != room_id:
             raise MatrixError(404, "M_NOT_FOUND", "Event not found")
@@ -77,11 +108,11 @@ class MessageHandler:
             power = PowerLevels.from_state(room_version, auth_state)
             if power.user_level(requester.user_id) < power.named_level("redact"):
                 raise MatrixError(403, "M_FORBIDDEN", "You need the redact power level to redact others' events")
-        content = {"reason": reason} if reason else {}
-        try:
-            persisted = await self._sender.send(
-                room_id, requester.user_id, "m.room.redaction", content, redacts=event_id, txn_key=key
-            )
-        except DuplicateTransaction as dup:
-            return dup.event_id
-        return persisted.event.event_id
+
+    async def _check_redaction_content(self, requester: Requester, room_id: str, content: Mapping[str, Any]) -> None:
+        """From v11 a redaction names its target in its content, so one sent through /send or /state
+        redacts as one sent through /redact does, and needs the same permission."""
+        _, room_version = await self._sender.get_room(room_id)
+        redacts = content.get("redacts")
+        if room_version.redacts_in_content and isinstance(redacts, str):
+            await self._check_may_redact(requester, room_id, redacts)

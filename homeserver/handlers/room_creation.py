@@ -5,6 +5,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from homeserver.core.auth.errors import AuthError
 from homeserver.core.errors import MatrixError
 from homeserver.core.event_builder import random_room_id
 from homeserver.core.events import Event
@@ -42,8 +43,8 @@ def default_power_levels(room_version: RoomVersion, creator: str, preset: str, i
     users: dict[str, int] = {}
     if not room_version.privileged_room_creators:
         users[creator] = 100  # from v12 creators have unlimited power and are not listed
-    if preset == "trusted_private_chat":
-        users.update(dict.fromkeys(invitees, 100))
+    if preset == "trusted_private_chat" and not room_version.privileged_room_creators:
+        users.update(dict.fromkeys(invitees, 100))  # from v12 they are additional creators instead
     return {
         "users": users,
         "users_default": 0,
@@ -103,15 +104,25 @@ class RoomCreationHandler:
         built: list[Event] = []
 
         def add(event_type: str, content: dict[str, Any], state_key: str | None = "", sender: str = creator) -> None:
-            built.append(
-                self._sender.build_on_draft(draft, room_version, room_id, sender, event_type, content, state_key)
-            )
+            try:
+                event = self._sender.build_on_draft(
+                    draft, room_version, room_id, sender, event_type, content, state_key
+                )
+            except AuthError as e:  # the request asks for a room its own rules forbid
+                raise MatrixError(400, "M_INVALID_ROOM_STATE", f"Cannot send {event_type}: {e.msg}") from None
+            built.append(event)
 
         create_content = dict(request.creation_content or {})
         create_content.pop("room_version", None)
+        create_content.pop("creator", None)  # the spec: the server overwrites both (v11+ drops creator)
         if not room_version.implicit_room_creator:
             create_content["creator"] = creator
         create_content["room_version"] = version_id
+        if preset == "trusted_private_chat" and room_version.privileged_room_creators and request.invite:
+            # The spec: invitees get the creator's power, which from v12 only creators have.
+            extra = create_content.get("additional_creators", [])
+            if isinstance(extra, list):
+                create_content["additional_creators"] = list(dict.fromkeys([*extra, *request.invite]))
         add("m.room.create", create_content)
         room_id = built[0].room_id
         add("m.room.member", {"membership": "join", **(await self._profiles.member_profile(creator))}, creator)
@@ -131,7 +142,8 @@ class RoomCreationHandler:
         if request.name is not None:
             add("m.room.name", {"name": request.name})
         if request.topic is not None:
-            add("m.room.topic", {"topic": request.topic})
+            plain = {"body": request.topic, "mimetype": "text/plain"}
+            add("m.room.topic", {"topic": request.topic, "m.topic": {"m.text": [plain]}})
         for invitee in request.invite:
             content: dict[str, Any] = {"membership": "invite"}
             if request.is_direct:

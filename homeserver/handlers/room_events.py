@@ -18,7 +18,8 @@ from homeserver.core.event_auth import auth_types_for_event, check_auth
 from homeserver.core.event_builder import build_event
 from homeserver.core.events import Event
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
-from homeserver.storage.events import EventStore, PersistedEvent, TxnKey
+from homeserver.core.state_res import resolve_state
+from homeserver.storage.events import EventStore, PersistedEvent, ResolvedState, TxnKey
 from homeserver.storage.rooms import RoomRecord, RoomStore
 from homeserver.storage.state import StateKey, StateStore
 
@@ -82,8 +83,16 @@ class RoomEventSender:
         async with self.room_lock(room_id):
             extremities = (await self._events.get_forward_extremities(room_id))[:MAX_PREV_EVENTS]
             prev_group = extremities[0].state_group
+            resolved = None
+            if len({e.state_group for e in extremities}) > 1:
+                resolved = await self._resolve_fork(room_version, [e.state_group for e in extremities])
             needed = auth_types_for_event(room_version, event_type, state_key, sender, content)
-            auth_state = await self.load_state(prev_group, needed)
+            if resolved is None:
+                auth_state = await self.load_state(prev_group, needed)
+            else:
+                full = {**(await self._state.get_state_ids(prev_group)), **resolved.delta}
+                found = await self._events.get_events(full[k] for k in needed if k in full)
+                auth_state = {k: found[full[k]] for k in needed if k in full and full[k] in found}
             event = self.build(
                 room_version,
                 room_id,
@@ -98,7 +107,21 @@ class RoomEventSender:
             )
             check_auth(room_version, event, auth_state)
             delta = {(event.type, event.state_key): event.event_id} if event.is_state() else None
-            return await self._events.persist(event, prev_group, delta, txn_key)
+            return await self._events.persist(event, prev_group, delta, txn_key, resolved)
+
+    async def _resolve_fork(self, room_version: RoomVersion, groups: list[int]) -> ResolvedState:
+        """State resolution over the states of a room's diverged extremities (two processes, or a
+        federated peer, extended the room at once), as a delta against the first one's group."""
+        state_sets = [await self._state.get_state_ids(group) for group in dict.fromkeys(groups)]
+        known: dict[str, Event] = {}
+        wanted = {event_id for state in state_sets for event_id in state.values()}
+        while wanted:  # the state events and their whole auth chains
+            found = await self._events.get_events(wanted)
+            known.update(found)
+            wanted = {a for e in found.values() for a in e.auth_event_ids if a not in known}
+        resolved = resolve_state(room_version, state_sets, known.get)
+        base = state_sets[0]
+        return ResolvedState(groups[0], {k: v for k, v in resolved.items() if base.get(k) != v})
 
     async def load_state(self, group: int, keys: set[StateKey]) -> dict[StateKey, Event]:
         """The events for just these state keys at `group`."""

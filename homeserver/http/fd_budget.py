@@ -3,6 +3,7 @@
 import os
 import resource
 from dataclasses import dataclass
+from typing import Any
 
 
 def raise_fd_limit() -> int:
@@ -25,21 +26,32 @@ def open_fd_count() -> int:
         return 0
 
 
+def database_fds(database: Any) -> int:
+    """Descriptors the database pool can hold at most: a PostgreSQL connection is one socket; an SQLite
+    connection in WAL mode holds the database file and the WAL, and the first one also the shared-memory
+    index. `database` is a DatabaseConfig (engine `name`, pool size `cp_max`)."""
+    if database.name == "sqlite3":
+        return 2 * database.cp_max + 1
+    return database.cp_max
+
+
 @dataclass(frozen=True)
 class FdBudget:
     """How the process's descriptors are shared out. `connections` is the hard cap on accepted
-    sockets; everything else (database pool, logs, outbound requests, accept bursts) fits in the rest."""
+    sockets; everything else (what was open at start, the database pool, logs, outbound requests)
+    fits in the rest."""
 
     limit: int
-    baseline: int
-    reserve: int
-    database: int
+    baseline: int  # open when the budget was computed (stdio, logs, the reactor's own, ...)
+    reserve: int  # kept back for outbound requests, files opened later, and accept bursts
+    database: int  # the database pool at its largest
 
     @property
     def connections(self) -> int:
         return max(8, self.limit - self.baseline - self.reserve - self.database)
 
 
-def compute_budget(reserve: int, database_connections: int) -> FdBudget:
+def compute_budget(reserve: int, database: int) -> FdBudget:
+    """Raise the soft limit, then budget it. `database` is what the pool may hold (see `database_fds`)."""
     limit = raise_fd_limit()
-    return FdBudget(limit=limit, baseline=open_fd_count(), reserve=reserve, database=database_connections)
+    return FdBudget(limit=limit, baseline=open_fd_count(), reserve=reserve, database=database)

@@ -61,6 +61,11 @@ class AccountStore:
         )
         if txn.rowcount == 0:
             raise UserExists(user_id)
+        # A new account's display name is its localpart until the user picks one, as clients expect.
+        txn.execute(
+            "INSERT INTO profiles (user_id, displayname) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
+            (user_id, user_id[1:].split(":", 1)[0]),
+        )
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         return await self._db.run("accounts.get_user", self._get_user_txn, user_id, readonly=True)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from homeserver.core.events import Event
+from homeserver.core.filters import RoomEventFilter
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.storage.database import Database, Txn
 from homeserver.storage.ids import current_id, next_id
@@ -40,10 +41,51 @@ class NewRoom:
 
 
 @dataclass(frozen=True)
+class ResolvedState:
+    """The state where a room's forked extremities meet, as a delta against one of their groups."""
+
+    base_group: int
+    delta: dict[StateKey, str]
+
+
+@dataclass(frozen=True)
 class TxnKey:
     user_id: str
     device_id: str
+    scope: str
     txn_id: str
+
+
+@dataclass(frozen=True, order=True)
+class TopologicalPosition:
+    """A place in a room's timeline, between two events: just after the event whose (depth, stream
+    ordering) this is. The events before it are those whose key is <= (depth, stream)."""
+
+    depth: int
+    stream: int
+
+
+ROOM_START = TopologicalPosition(0, 0)
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """Where an event sits: its room, its place in topological order and the state group after it."""
+
+    event_id: str
+    room_id: str
+    depth: int
+    stream_ordering: int
+    state_group: int
+
+    @property
+    def after(self) -> TopologicalPosition:
+        return TopologicalPosition(self.depth, self.stream_ordering)
+
+    @property
+    def before(self) -> TopologicalPosition:
+        # Stream orderings are integers, so nothing sits between (depth, s - 1) and (depth, s).
+        return TopologicalPosition(self.depth, self.stream_ordering - 1)
 
 
 class EventStore:
@@ -61,10 +103,12 @@ class EventStore:
         prev_group: int | None,
         state_delta: dict[StateKey, str] | None,
         txn_key: TxnKey | None = None,
+        resolved: "ResolvedState | None" = None,
     ) -> PersistedEvent:
-        """Store `event` whose room state before it is `prev_group`. A state event passes its
-        `state_delta` (a new group is written); any other event reuses `prev_group`."""
-        (persisted,) = await self.persist_batch([(event, state_delta)], prev_group, txn_key)
+        """Store `event` whose room state before it is `prev_group` (or, after a fork, the `resolved`
+        state, written as a new group first). A state event passes its `state_delta` (a new group is
+        written); any other event reuses the group before it."""
+        (persisted,) = await self.persist_batch([(event, state_delta)], prev_group, txn_key, resolved=resolved)
         return persisted
 
     async def persist_batch(
@@ -73,10 +117,13 @@ class EventStore:
         prev_group: int | None,
         txn_key: TxnKey | None = None,
         new_room: NewRoom | None = None,
+        resolved: "ResolvedState | None" = None,
     ) -> list[PersistedEvent]:
         """Store consecutive events of one room in one transaction, each on the state left by the one
         before (a new room's initial events: the room exists whole or not at all)."""
-        persisted = await self._db.run("events.persist", self._persist_txn, items, prev_group, txn_key, new_room)
+        persisted = await self._db.run(
+            "events.persist", self._persist_txn, items, prev_group, txn_key, new_room, resolved
+        )
         for item in persisted:
             self._cache.put(item.event.event_id, item.event)
         return persisted
@@ -88,6 +135,7 @@ class EventStore:
         prev_group: int | None,
         txn_key: TxnKey | None,
         new_room: "NewRoom | None",
+        resolved: "ResolvedState | None",
     ) -> list[PersistedEvent]:
         if txn_key is not None:
             # A retried send that raced the first one: keep exactly one event per transaction id.
@@ -115,6 +163,13 @@ class EventStore:
                 )
         done = []
         group = prev_group
+        if resolved is not None:
+            room_id = items[0][0].room_id
+            group = self._state.store_group_txn(txn, room_id, resolved.base_group, resolved.delta)
+            for (event_type, state_key), event_id in resolved.delta.items():
+                row = txn.execute("SELECT json FROM events WHERE event_id = ?", (event_id,)).fetchone()
+                membership = json.loads(row[0]).get("content", {}).get("membership") if row else None
+                self._set_current_state_txn(txn, room_id, event_type, state_key, event_id, membership)
         for event, delta in items:
             if delta:
                 group = self._state.store_group_txn(txn, event.room_id, group, delta)
@@ -122,8 +177,9 @@ class EventStore:
             done.append(PersistedEvent(event, self._insert_event_txn(txn, event, group, bool(delta)), group))
         if txn_key is not None:
             txn.execute(
-                "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES (?, ?, ?, ?, ?)",
-                (txn_key.user_id, txn_key.device_id, txn_key.txn_id, items[-1][0].event_id, now),
+                "INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (txn_key.user_id, txn_key.device_id, txn_key.scope, txn_key.txn_id, items[-1][0].event_id, now),
             )
         return done
 
@@ -151,13 +207,8 @@ class EventStore:
             "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)", (event.room_id, event.event_id)
         )
         if changes_state:
-            txn.execute(
-                "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
-                (event.room_id, event.type, event.state_key),
-            )
-            txn.execute(
-                "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES (?, ?, ?, ?, ?)",
-                (event.room_id, event.type, event.state_key, event.event_id, event.membership),
+            self._set_current_state_txn(
+                txn, event.room_id, event.type, event.state_key, event.event_id, event.membership
             )
             if event.type == "m.room.member":
                 txn.execute(
@@ -168,6 +219,18 @@ class EventStore:
         if event.type == "m.room.redaction" and event.redacts:
             txn.execute("INSERT INTO redactions (event_id, redacts) VALUES (?, ?)", (event.event_id, event.redacts))
         return stream
+
+    def _set_current_state_txn(
+        self, txn: Txn, room_id: str, event_type: str, state_key: str, event_id: str, membership: str | None
+    ) -> None:
+        txn.execute(
+            "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+            (room_id, event_type, state_key),
+        )
+        txn.execute(
+            "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES (?, ?, ?, ?, ?)",
+            (room_id, event_type, state_key, event_id, membership),
+        )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -232,8 +295,8 @@ class EventStore:
 
     def _txn_event_id_txn(self, txn: Txn, key: TxnKey) -> str | None:
         row = txn.execute(
-            "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? AND txn_id = ?",
-            (key.user_id, key.device_id, key.txn_id),
+            "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? AND scope = ? AND txn_id = ?",
+            (key.user_id, key.device_id, key.scope, key.txn_id),
         ).fetchone()
         return row[0] if row else None
 
@@ -258,6 +321,59 @@ class EventStore:
     async def current_stream_ordering(self) -> int:
         return await self._db.run("events.current_stream", lambda txn: current_id(txn, "events"), readonly=True)
 
+    # -- the timeline in topological order ----------------------------------------------------
+
+    async def timeline_page(
+        self,
+        room_id: str,
+        lower: TopologicalPosition | None,
+        upper: TopologicalPosition | None,
+        backwards: bool,
+        limit: int,
+        event_filter: RoomEventFilter | None = None,
+    ) -> list[TimelineRow]:
+        """Up to `limit` events after `lower` and up to `upper` (None: no bound), newest first when
+        `backwards`, oldest first otherwise."""
+        sql = f"SELECT {_ROW_COLUMNS} FROM events WHERE room_id = ?"
+        args: list = [room_id]
+        if lower is not None:
+            sql += " AND depth >= ? AND (depth > ? OR stream_ordering > ?)"
+            args += [lower.depth, lower.depth, lower.stream]
+        if upper is not None:
+            sql += " AND depth <= ? AND (depth < ? OR stream_ordering <= ?)"
+            args += [upper.depth, upper.depth, upper.stream]
+        filter_sql, filter_args = _timeline_filter_sql(event_filter)
+        order = "DESC" if backwards else "ASC"
+        sql += f"{filter_sql} ORDER BY depth {order}, stream_ordering {order} LIMIT ?"
+        return await _timeline_rows(self._db, "events.timeline_page", sql, [*args, *filter_args, limit])
+
+    async def timeline_rows(self, event_ids: Iterable[str]) -> dict[str, TimelineRow]:
+        """The timeline place of each known event among `event_ids`."""
+        ids = list(dict.fromkeys(event_ids))
+        found: dict[str, TimelineRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            sql = f"SELECT {_ROW_COLUMNS} FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
+            for row in await _timeline_rows(self._db, "events.timeline_rows", sql, chunk):
+                found[row.event_id] = row
+        return found
+
+    async def timeline_last_at(self, room_id: str, position: TopologicalPosition | None) -> TimelineRow | None:
+        """The last event of the room at or before `position` (None: the room's newest event)."""
+        rows = await self.timeline_page(room_id, None, position, backwards=True, limit=1)
+        return rows[0] if rows else None
+
+    async def timeline_last_at_stream(self, room_id: str, stream_ordering: int) -> TimelineRow | None:
+        """The room's last event persisted at or before a stream position (a sync token's)."""
+        rows = await _timeline_rows(
+            self._db,
+            "events.timeline_last_at_stream",
+            f"SELECT {_ROW_COLUMNS} FROM events WHERE room_id = ? AND stream_ordering <= ?"
+            " ORDER BY stream_ordering DESC LIMIT 1",
+            [room_id, stream_ordering],
+        )
+        return rows[0] if rows else None
+
 
 class AliasTaken(Exception):
     """A new room's alias was taken between the check and the write."""
@@ -269,3 +385,45 @@ class DuplicateTransaction(Exception):
     def __init__(self, event_id: str) -> None:
         super().__init__(event_id)
         self.event_id = event_id
+
+
+_ROW_COLUMNS = "event_id, room_id, depth, stream_ordering, state_group"
+
+
+def _timeline_filter_sql(event_filter: RoomEventFilter | None) -> tuple[str, list]:
+    """SQL that narrows a page to the filter's types and senders. It may let through more than the
+    filter (SQLite's LIKE ignores ASCII case; `not_types` globs are left out), never less: callers
+    still apply `event_filter.matches` to what comes back."""
+    if event_filter is None:
+        return "", []
+    clauses, args = [], []
+    if event_filter.types is not None:
+        parts = []
+        for pattern in event_filter.types:
+            if "*" in pattern:
+                escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                parts.append("type LIKE ? ESCAPE '\\'")
+                args.append(escaped.replace("*", "%"))
+            else:
+                parts.append("type = ?")
+                args.append(pattern)
+        clauses.append("(" + " OR ".join(parts) + ")" if parts else "1 = 0")
+    exact_not_types = [t for t in event_filter.not_types if "*" not in t]
+    if exact_not_types:
+        clauses.append(f"type NOT IN ({','.join('?' * len(exact_not_types))})")
+        args += exact_not_types
+    if event_filter.senders is not None:
+        if event_filter.senders:
+            clauses.append(f"sender IN ({','.join('?' * len(event_filter.senders))})")
+            args += event_filter.senders
+        else:
+            clauses.append("1 = 0")
+    if event_filter.not_senders:
+        clauses.append(f"sender NOT IN ({','.join('?' * len(event_filter.not_senders))})")
+        args += event_filter.not_senders
+    return "".join(f" AND {c}" for c in clauses), args
+
+
+async def _timeline_rows(db: Database, name: str, sql: str, args: list) -> list[TimelineRow]:
+    rows = await db.run(name, lambda txn: txn.execute(sql, args).fetchall(), readonly=True)
+    return [TimelineRow(*row) for row in rows]

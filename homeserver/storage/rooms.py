@@ -208,3 +208,51 @@ class RoomStore:
             readonly=True,
         )
         return [r[0] for r in rows]
+
+    # -- the published room directory ---------------------------------------------------------
+
+    async def public_rooms_with_member_counts(self) -> list[tuple[str, int]]:
+        """(room id, joined members) of every room published in the directory."""
+        rows = await self._db.run(
+            "rooms.public_with_counts",
+            lambda txn: txn.execute(
+                "SELECT r.room_id,"
+                " (SELECT count(*) FROM current_state c WHERE c.room_id = r.room_id"
+                "  AND c.type = 'm.room.member' AND c.membership = 'join')"
+                " FROM rooms r WHERE r.is_public = 1 ORDER BY r.room_id"
+            ).fetchall(),
+            readonly=True,
+        )
+        return [(r[0], int(r[1])) for r in rows]
+
+    async def room_state_ids_of_rooms(self, room_ids: list[str], types: tuple[str, ...]) -> dict[str, dict[str, str]]:
+        """room id -> {type: event id} of the current room-wide (empty state key) state of these types."""
+        return await self._db.run("rooms.state_of_rooms", self._state_of_rooms_txn, room_ids, types, readonly=True)
+
+    def _state_of_rooms_txn(self, txn: Txn, room_ids: list[str], types: tuple[str, ...]) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {room_id: {} for room_id in room_ids}
+        type_marks = ",".join("?" * len(types))
+        for start in range(0, len(room_ids), 500):
+            chunk = room_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for room_id, event_type, event_id in txn.execute(
+                f"SELECT room_id, type, event_id FROM current_state WHERE room_id IN ({marks})"
+                f" AND type IN ({type_marks}) AND state_key = ''",
+                (*chunk, *types),
+            ).fetchall():
+                out[room_id][event_type] = event_id
+        return out
+
+    # -- reading the current state (room reads) -----------------------------------------------
+
+    async def current_state_map(self, room_id: str, event_type: str | None = None) -> dict[tuple[str, str], str]:
+        """(type, state_key) -> event id of the room's state now: all of it, or one type of it."""
+        sql = "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?"
+        args: tuple = (room_id,)
+        if event_type is not None:
+            sql += " AND type = ?"
+            args += (event_type,)
+        rows = await self._db.run(
+            "rooms.current_state_map", lambda txn: txn.execute(sql, args).fetchall(), readonly=True
+        )
+        return {(t, k): e for t, k, e in rows}

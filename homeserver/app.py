@@ -10,49 +10,69 @@ from homeserver.api import health
 from homeserver.api.admin import register as admin_register
 from homeserver.api.client import (
     account,
+    account_data,
     capabilities,
     devices,
     directory,
+    keys,
     login,
     membership,
     profile,
+    receipts,
     register,
     room_reads,
     room_send,
+    sync,
+    to_device,
+    typing,
     versions,
 )
 from homeserver.config.options import HomeserverConfig
 from homeserver.config.signing_key import load_signing_key
 from homeserver.config.types import ConfigError
 from homeserver.handlers.account import AccountHandler
+from homeserver.handlers.account_data import AccountDataHandler
 from homeserver.handlers.auth import Authenticator
 from homeserver.handlers.devices import DeviceHandler
 from homeserver.handlers.directory import DirectoryHandler
+from homeserver.handlers.e2e_keys import E2eKeysHandler
 from homeserver.handlers.login import LoginHandler, LoginLimits
 from homeserver.handlers.membership import MembershipHandler
 from homeserver.handlers.messages import MessageHandler
+from homeserver.handlers.notifier import Notifier
 from homeserver.handlers.passwords import PasswordHasher
 from homeserver.handlers.profiles import ProfileHandler
 from homeserver.handlers.ratelimit import RateLimiter
+from homeserver.handlers.receipts import ReceiptHandler
 from homeserver.handlers.registration import RegistrationHandler
 from homeserver.handlers.room_creation import RoomCreationHandler
 from homeserver.handlers.room_events import RoomEventSender
-from homeserver.handlers.room_reads import RoomReadHandler
+from homeserver.handlers.room_reads import ClientEventSerializer, RoomReadHandler
 from homeserver.handlers.shared_secret_registration import SharedSecretRegistration
+from homeserver.handlers.sync import SyncHandler, SyncSources
+from homeserver.handlers.to_device import ToDeviceHandler
+from homeserver.handlers.typing import TypingHandler
 from homeserver.handlers.ui_auth import UiAuth
+from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.http.admission import AdmissionController, derive_limits
 from homeserver.http.channel import listen
 from homeserver.http.fd_budget import compute_budget, database_fds
 from homeserver.http.routing import Endpoint, Router
 from homeserver.http.server import MatrixSite
+from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.accounts import AccountStore
 from homeserver.storage.database import Database, DatabaseBusy
+from homeserver.storage.device_lists import DeviceListStore
+from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.engines import create_engine
 from homeserver.storage.events import EventStore
+from homeserver.storage.filters import FilterStore
 from homeserver.storage.migrations import migrate
 from homeserver.storage.profiles import ProfileStore
+from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
+from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.ui_auth import UiAuthStore
 
 logger = logging.getLogger(__name__)
@@ -95,6 +115,9 @@ class HomeServer:
         self.account = AccountHandler(self.accounts, self.passwords, self.ui_auth)
         self.authenticator = Authenticator(self.accounts)
         self._build_rooms()
+        self._build_e2e()
+        self._build_ephemeral()
+        self._build_sync()
         self.admission: AdmissionController | None = None
         self.ports: list[Any] = []
 
@@ -112,6 +135,46 @@ class HomeServer:
         self.messages = MessageHandler(self.room_sender, self.events, self.rooms)
         self.room_reads = RoomReadHandler(self.events, self.state, self.rooms)
         self.directory = DirectoryHandler(self.config.server_name, self.room_sender, self.rooms, self.events)
+
+    def _build_ephemeral(self) -> None:
+        """Typing, receipts and account data. Their handlers wake syncs through a `notifier`
+        attribute, None until the notifier is wired."""
+        self.account_data = AccountDataHandler(AccountDataStore(self.db))
+        self.receipts = ReceiptHandler(
+            ReceiptStore(self.db),
+            self.account_data,
+            self.events,
+            HistoryVisibility(self.events, self.state, self.rooms),
+        )
+        self.typing = TypingHandler(self.reactor, self.rooms)
+
+    def _build_sync(self) -> None:
+        # Everyone with a membership: invitees see their invite, leavers their leave.
+        self.notifier = Notifier(self.reactor, lambda room_id: self.rooms.member_event_ids(room_id, None))
+        self.room_sender.notify_room = self.notifier.notify_room
+        self.filters = FilterStore(self.db)
+        self.sync_sources = SyncSources(receipts=self.receipts, typing=self.typing, account_data=self.account_data)
+        for handler in (self.receipts, self.typing, self.account_data):
+            handler.notifier = self.notifier
+        self.sync = SyncHandler(
+            self.events,
+            self.state,
+            self.rooms,
+            HistoryVisibility(self.events, self.state, self.rooms),
+            ClientEventSerializer(self.events, self.state),
+            self.notifier,
+            self.sync_sources,
+        )
+
+    def _build_e2e(self) -> None:
+        """Device lists, E2EE keys and to-device messages. Their `notifier` attributes wake syncs once set."""
+        self.device_lists = DeviceListStore(self.db)
+        self.e2e_keys = E2eKeysHandler(
+            self.config.server_name, E2eKeyStore(self.db), self.device_lists, self.rooms, self.accounts, self.ui_auth
+        )
+        self.to_device = ToDeviceHandler(self.config.server_name, ToDeviceStore(self.db))
+        # Devices created or deleted change device lists; a deleted device's keys and inbox go with it.
+        self.login.e2e = self.devices.e2e = self.account.e2e = self.e2e_keys
 
     async def prepare_database(self) -> list[int]:
         return await migrate(self.db)
@@ -132,6 +195,12 @@ class HomeServer:
             *profile.endpoints(self.profiles),
             *room_reads.endpoints(self.room_reads),
             *directory.endpoints(self.directory),
+            *sync.endpoints(self.sync, self.filters),
+            *typing.endpoints(self.typing),
+            *receipts.endpoints(self.receipts),
+            *account_data.endpoints(self.account_data),
+            *keys.endpoints(self.e2e_keys),
+            *to_device.endpoints(self.to_device),
         ]
 
     def health_status(self) -> tuple[bool, dict[str, Any]]:
@@ -144,6 +213,13 @@ class HomeServer:
                 "saturated": db_saturated,
             },
             "admission": self.admission.snapshot() if self.admission else {},
+            "sync": {
+                "waiting": self.notifier.waiting,
+                "computed": self.sync.flights.computed,
+                "coalesced": self.sync.flights.shared,
+                "room_states_built": self.sync.state_computations,
+                "room_state_cache_bytes": self.sync.state_fragments.bytes,
+            },
         }
         return not db_saturated, components
 

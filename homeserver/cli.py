@@ -97,7 +97,9 @@ def _startup_errors() -> tuple[type[BaseException], ...]:
     from homeserver.storage.engines import DatabaseUnavailable
     from homeserver.storage.migrations import SchemaError
 
-    return ConfigError, DatabaseUnavailable, SchemaError, OSError
+    from twisted.internet.error import CannotListenError
+
+    return ConfigError, DatabaseUnavailable, SchemaError, OSError, CannotListenError
 
 
 def _open(config: HomeserverConfig, source: str | None, reactor: Any = None) -> Any:

@@ -155,6 +155,7 @@ class RoomCreationHandler:
             await self._events.persist_batch(items, None, new_room=new_room)
         except AliasTaken:
             raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken") from None
+        await self._sender.persisted(room_id)
         return room_id, alias
 
     async def _check_alias(self, localpart: str | None) -> str | None:

@@ -6,7 +6,7 @@ check loads only the state it needs (create, power levels, the members concerned
 """
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,8 @@ class RoomEventSender:
         self._events = events
         self._state = state
         self._locks: dict[str, DeferredLock] = {}
+        # Wakes the room members' long-polling syncs once an event is stored (set by the app).
+        self.notify_room: Callable[[str], Awaitable[None]] | None = None
 
     @asynccontextmanager
     async def room_lock(self, room_id: str):
@@ -107,7 +109,13 @@ class RoomEventSender:
             )
             check_auth(room_version, event, auth_state)
             delta = {(event.type, event.state_key): event.event_id} if event.is_state() else None
-            return await self._events.persist(event, prev_group, delta, txn_key, resolved)
+            persisted = await self._events.persist(event, prev_group, delta, txn_key, resolved)
+        await self.persisted(room_id)
+        return persisted
+
+    async def persisted(self, room_id: str) -> None:
+        if self.notify_room is not None:
+            await self.notify_room(room_id)
 
     async def _resolve_fork(self, room_version: RoomVersion, groups: list[int]) -> ResolvedState:
         """State resolution over the states of a room's diverged extremities (two processes, or a

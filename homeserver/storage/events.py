@@ -375,6 +375,38 @@ class EventStore:
         return rows[0] if rows else None
 
 
+    # -- the timeline in stream order (sync) ---------------------------------------------------
+
+    async def stream_rows(self, room_id: str, after: int, upto: int, limit: int) -> list[TimelineRow]:
+        """The room's events persisted after `after` and up to `upto`, newest first, at most `limit`."""
+        return await _timeline_rows(
+            self._db,
+            "events.stream_rows",
+            f"SELECT {_ROW_COLUMNS} FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?"
+            " ORDER BY stream_ordering DESC LIMIT ?",
+            [room_id, after, upto, limit],
+        )
+
+    async def rooms_with_events(self, room_ids: list[str], after: int, upto: int) -> set[str]:
+        """Which of `room_ids` had an event persisted in (after, upto]."""
+        if not room_ids or after >= upto:
+            return set()
+        found: set[str] = set()
+        for start in range(0, len(room_ids), 500):
+            chunk = room_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._db.run(
+                "events.rooms_with_events",
+                lambda txn, chunk=chunk, marks=marks: txn.execute(
+                    f"SELECT DISTINCT room_id FROM events WHERE room_id IN ({marks})"
+                    " AND stream_ordering > ? AND stream_ordering <= ?",
+                    [*chunk, after, upto],
+                ).fetchall(),
+                readonly=True,
+            )
+            found.update(r[0] for r in rows)
+        return found
+
 class AliasTaken(Exception):
     """A new room's alias was taken between the check and the write."""
 

@@ -256,3 +256,49 @@ class RoomStore:
             "rooms.current_state_map", lambda txn: txn.execute(sql, args).fetchall(), readonly=True
         )
         return {(t, k): e for t, k, e in rows}
+
+    # -- membership changes (sync) ------------------------------------------------------------
+
+    async def membership_changes(self, user_id: str, after: int, upto: int) -> list[tuple[str, str, str, int]]:
+        """The user's membership events persisted in (after, upto]: (room id, membership, event id,
+        stream ordering), oldest first."""
+        rows = await self._db.run(
+            "rooms.membership_changes",
+            lambda txn: txn.execute(
+                "SELECT room_id, membership, event_id, stream_ordering FROM room_memberships"
+                " WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ? ORDER BY stream_ordering",
+                (user_id, after, upto),
+            ).fetchall(),
+            readonly=True,
+        )
+        return [tuple(r) for r in rows]
+
+    async def members_changed_in_rooms(self, room_ids: list[str], after: int, upto: int) -> dict[str, str]:
+        """Users whose membership changed in any of `room_ids` in (after, upto]: user id -> latest membership."""
+        if not room_ids or after >= upto:
+            return {}
+        marks = ",".join("?" * len(room_ids))
+        rows = await self._db.run(
+            "rooms.members_changed",
+            lambda txn: txn.execute(
+                f"SELECT user_id, membership FROM room_memberships WHERE room_id IN ({marks})"
+                " AND stream_ordering > ? AND stream_ordering <= ? ORDER BY stream_ordering",
+                (*room_ids, after, upto),
+            ).fetchall(),
+            readonly=True,
+        )
+        return dict(rows)
+
+    async def users_sharing_rooms(self, user_id: str) -> set[str]:
+        """Everyone joined to a room the user is joined to (the user included)."""
+        rows = await self._db.run(
+            "rooms.users_sharing_rooms",
+            lambda txn: txn.execute(
+                "SELECT DISTINCT other.state_key FROM current_state mine JOIN current_state other"
+                " ON other.room_id = mine.room_id AND other.type = 'm.room.member' AND other.membership = 'join'"
+                " WHERE mine.type = 'm.room.member' AND mine.state_key = ? AND mine.membership = 'join'",
+                (user_id,),
+            ).fetchall(),
+            readonly=True,
+        )
+        return {r[0] for r in rows}

@@ -1,0 +1,473 @@
+"""/sync: what changed for a user between two sync tokens, or everything for an initial sync.
+
+Herd-proofing: identical concurrent requests share one computation (and its result is kept briefly
+for a client's retry), and the state part of a room - the bulk of a big room's initial sync - is
+serialized and compressed once per (room, state group, filter) and reused by every client, so a
+herd of full re-syncs costs one computation and then a memory copy per client.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from homeserver.core.events import Event
+from homeserver.core.filters import Filter, RoomEventFilter, only_fields
+from homeserver.core.sync_token import SyncToken
+from homeserver.handlers.notifier import Notifier
+from homeserver.handlers.room_reads import ClientEventSerializer, topological_token
+from homeserver.handlers.single_flight import SingleFlight
+from homeserver.handlers.visibility import HistoryVisibility
+from homeserver.http.fragments import Fragment, assemble
+from homeserver.http.responses import Response
+from homeserver.storage.events import EventStore, TimelineRow
+from homeserver.storage.lru import SizedLru
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.state import StateKey, StateStore
+
+DEFAULT_TIMELINE_LIMIT = 10
+MAX_TIMELINE_LIMIT = 100
+MAX_TO_DEVICE = 100
+STATE_FRAGMENT_CACHE_BYTES = 256 * 1024 * 1024
+MEMBER = "m.room.member"
+# Stripped state shown with an invite or a knock (the spec's recommendation).
+STRIPPED_STATE_TYPES = (
+    "m.room.create", "m.room.join_rules", "m.room.canonical_alias", "m.room.avatar", "m.room.name",
+    "m.room.encryption", "m.room.topic",
+)
+HERO_COUNT = 5
+
+
+class Positioned(Protocol):
+    async def current_position(self) -> int: ...
+
+
+@dataclass
+class SyncSources:
+    """The per-user streams other handlers keep; each may be absent (its part of sync stays empty)."""
+
+    receipts: Any = None  # receipts_for_rooms(room_ids, after, upto, user_id), current_position()
+    typing: Any = None  # typing_position(), typing_in_room(room_id), rooms_changed_since(position)
+    account_data: Any = None  # global_account_data / room_account_data(user_id, after, upto)
+    to_device: Any = None  # messages_for(user, device, after, upto, limit), delete_up_to(...)
+    device_lists: Any = None  # changed_users(after, upto), current_position()
+    e2e_keys: Any = None  # one_time_key_counts(user, device), unused_fallback_key_types(user, device)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    user_id: str
+    device_id: str
+    since: SyncToken | None
+    filter: Filter
+    filter_key: str  # identifies the filter for sharing identical requests
+    full_state: bool
+    timeout_ms: int
+    gzip: bool
+
+    @property
+    def key(self) -> tuple:
+        return (self.user_id, self.device_id, str(self.since), self.filter_key, self.full_state, self.gzip)
+
+
+@dataclass
+class RoomPlan:
+    room_id: str
+    full: bool  # initial, full_state, or newly joined: the whole state
+    upto: int  # last events position this user may see in the room (a leave stops it)
+
+
+class SyncHandler:
+    def __init__(
+        self,
+        events: EventStore,
+        state: StateStore,
+        rooms: RoomStore,
+        visibility: HistoryVisibility,
+        serializer: ClientEventSerializer,
+        notifier: Notifier,
+        sources: SyncSources,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._events = events
+        self._state = state
+        self._rooms = rooms
+        self._visibility = visibility
+        self._serializer = serializer
+        self._notifier = notifier
+        self.sources = sources
+        self._clock = clock
+        self.flights = SingleFlight(keep_s=30.0)
+        self._fragment_flights = SingleFlight(keep_s=0.0)
+        self.state_fragments: SizedLru[tuple, Fragment] = SizedLru(STATE_FRAGMENT_CACHE_BYTES, lambda f: f.size)
+        self.state_computations = 0  # state fragments built (not served from cache): tests and metrics
+
+    async def current_token(self) -> SyncToken:
+        s = self.sources
+
+        async def position(source: Any) -> int:
+            return await source.current_position() if source is not None else 0
+
+        return SyncToken(
+            events=await self._events.current_stream_ordering(),
+            receipts=await position(s.receipts),
+            account_data=await position(s.account_data),
+            to_device=await position(s.to_device),
+            device_lists=await position(s.device_lists),
+            typing=s.typing.typing_position() if s.typing is not None else 0,
+        )
+
+    async def sync(self, request: SyncRequest) -> Response:
+        # A long-poll that ended with nothing new must not be replayed to the next identical request.
+        response, _ = await self.flights.run(request.key, lambda: self._sync(request), keep=lambda r: r[1])
+        return response
+
+    async def _sync(self, request: SyncRequest) -> tuple[Response, bool]:
+        """The response, and whether it is worth keeping for a retry: an initial sync, or one that
+        brought something (an empty answer must not hide what arrives next)."""
+        deadline = self._clock() + request.timeout_ms / 1000
+        since = request.since
+        while True:
+            listener = self._notifier.listen(request.user_id)
+            try:
+                upto = await self.current_token()
+                if since is not None:
+                    since = _clamp(since, upto)
+                body, empty = await self._compute(request, since, upto)
+                remaining = deadline - self._clock()
+                if since is None or not empty or remaining <= 0:
+                    return assemble(200, body, request.gzip), since is None or not empty
+                if not await listener.wait(remaining):
+                    body["next_batch"] = str(request.since)  # the deadline: an unchanged token
+                    return assemble(200, body, request.gzip), False
+            finally:
+                listener.close()
+
+    # -- the response ---------------------------------------------------------------------------
+
+    async def _compute(self, request: SyncRequest, since: SyncToken | None, upto: SyncToken) -> tuple[dict, bool]:
+        user_id = request.user_id
+        room_filter = request.filter.room
+        joined = [r for r in await self._rooms.rooms_for_user(user_id, ("join",)) if room_filter.includes_room(r)]
+        changes = {}  # room -> the user's latest membership change in (since, upto]
+        if since is not None:
+            for room_id, membership, event_id, stream in await self._rooms.membership_changes(
+                user_id, since.events, upto.events
+            ):
+                changes[room_id] = (membership, event_id, stream)
+        plans = []
+        changed_rooms = await self._events.rooms_with_events(joined, since.events, upto.events) if since else set()
+        ephemeral_rooms = await self._ephemeral_rooms(since, upto, joined)
+        for room_id in joined:
+            full = since is None or request.full_state or (room_id in changes and changes[room_id][0] == "join")
+            if full or room_id in changed_rooms or room_id in ephemeral_rooms:
+                plans.append(RoomPlan(room_id, full, upto.events))
+        rooms: dict[str, dict] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+        for plan in plans:
+            section = await self._joined_room(request, plan, since, upto)
+            if section is not None:
+                rooms["join"][plan.room_id] = section
+        for membership, key in (("invite", "invite_state"), ("knock", "knock_state")):
+            for room_id in await self._rooms.rooms_for_user(user_id, (membership,)):
+                if room_filter.includes_room(room_id) and (since is None or room_id in changes):
+                    rooms[membership][room_id] = {key: {"events": await self._stripped_state(room_id, user_id)}}
+        await self._left_rooms(request, since, upto, changes, rooms)
+        body: dict[str, Any] = {
+            "next_batch": str(upto),
+            "rooms": rooms,
+            "account_data": {"events": await self._global_account_data(request, since, upto)},
+            "presence": {"events": []},
+        }
+        to_device, to_device_upto = await self._to_device(request, since, upto)
+        body["to_device"] = {"events": to_device}
+        if to_device_upto != upto.to_device:
+            body["next_batch"] = str(_replace(upto, to_device=to_device_upto))
+        body["device_lists"] = await self._device_lists(user_id, since, upto, changes)
+        keys = self.sources.e2e_keys
+        if keys is not None:
+            body["device_one_time_keys_count"] = await keys.one_time_key_counts(user_id, request.device_id)
+            body["device_unused_fallback_key_types"] = await keys.unused_fallback_key_types(
+                user_id, request.device_id
+            )
+        empty = not (
+            any(rooms.values()) or body["account_data"]["events"] or to_device
+            or body["device_lists"]["changed"] or body["device_lists"]["left"]
+        )
+        return body, empty
+
+    async def _ephemeral_rooms(self, since: SyncToken | None, upto: SyncToken, joined: list[str]) -> set[str]:
+        """Joined rooms with new receipts, typing or room account data since the last sync."""
+        if since is None:
+            return set()
+        found: set[str] = set()
+        s = self.sources
+        if s.typing is not None and upto.typing > since.typing:
+            found |= s.typing.rooms_changed_since(since.typing)
+        if s.receipts is not None and upto.receipts > since.receipts:
+            found |= set(await s.receipts.receipts_for_rooms(joined, since.receipts, upto.receipts, ""))
+        return found & set(joined)
+
+    async def _joined_room(
+        self, request: SyncRequest, plan: RoomPlan, since: SyncToken | None, upto: SyncToken
+    ) -> dict | None:
+        room_filter = request.filter.room
+        timeline_filter = room_filter.timeline
+        limit = min(timeline_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
+        after = since.events if since is not None and not plan.full else 0
+        rows = await self._events.stream_rows(plan.room_id, after, plan.upto, limit + 1)
+        limited = len(rows) > limit
+        rows = list(reversed(rows[:limit]))
+        events = await self._events.get_events(r.event_id for r in rows)
+        items = [(events[r.event_id], r.state_group) for r in rows if r.event_id in events]
+        items = await self._visibility.filter_visible(request.user_id, items, joined_now=True)
+        timeline = [e for e, _ in items if timeline_filter.matches(e)]
+        start_stream = rows[0].stream_ordering - 1 if rows else plan.upto
+        start = await self._events.timeline_last_at_stream(plan.room_id, start_stream)
+        prev_batch = topological_token(rows[0].before if rows else start.after) if (rows or start) else None
+
+        lazy = room_filter.state.lazy_load_members
+        senders = frozenset(e.sender for e in timeline) | {request.user_id}
+        state: Any = []
+        if start is not None and (plan.full or limited):
+            if plan.full:
+                state = await self._state_fragment(request, plan.room_id, start.state_group, senders)
+            else:
+                since_row = await self._events.timeline_last_at_stream(plan.room_id, since.events)
+                state = await self._state_delta(request, since_row, start, senders)
+        elif lazy and timeline:
+            state = await self._lazy_members(request, start, senders, timeline)
+
+        ephemeral = await self._ephemeral(request, plan.room_id, since, upto)
+        account_data = await self._room_account_data(request, plan.room_id, since, upto)
+        if not plan.full and not timeline and not state and not ephemeral and not account_data:
+            return None
+        section: dict[str, Any] = {
+            "timeline": {
+                "events": await self._serialize(request, timeline),
+                "limited": limited,
+                **({"prev_batch": prev_batch} if prev_batch else {}),
+            },
+            "state": {"events": state},
+            "ephemeral": {"events": ephemeral},
+            "account_data": {"events": account_data},
+        }
+        if plan.full or any(e.type == MEMBER for e in timeline):
+            section["summary"] = await self._summary(plan.room_id, request.user_id)
+        return section
+
+    async def _serialize(self, request: SyncRequest, events: Sequence[Event]) -> list[dict]:
+        if request.filter.event_format == "federation":
+            serialized = [e.get_pdu_json() for e in events]
+        else:
+            serialized = await self._serializer.serialize(events)
+            for event in serialized:
+                event.pop("room_id", None)  # sync's rooms are keyed by room id already
+        if request.filter.event_fields is not None:
+            serialized = [only_fields(e, request.filter.event_fields) for e in serialized]
+        return serialized
+
+    # -- room state -----------------------------------------------------------------------------
+
+    async def _state_fragment(
+        self, request: SyncRequest, room_id: str, group: int, senders: frozenset[str]
+    ) -> Fragment:
+        """The room's state at `group` as the client asked for it, serialized once for everyone."""
+        state_filter = request.filter.room.state
+        f = request.filter
+        key = (room_id, group, state_filter, f.event_format, f.event_fields,
+               senders if state_filter.lazy_load_members else None)
+        cached = self.state_fragments.get(key)
+        if cached is not None:
+            return cached
+        # Clients of a herd arrive together, before the first has filled the cache: they share one build.
+        return await self._fragment_flights.run(
+            key, lambda: self._build_state_fragment(request, key, group, senders), keep=lambda _: False
+        )
+
+    async def _build_state_fragment(
+        self, request: SyncRequest, key: tuple, group: int, senders: frozenset[str]
+    ) -> Fragment:
+        state_filter = request.filter.room.state
+        self.state_computations += 1
+        ids = await self._state.get_state_ids(group)
+        wanted = [
+            event_id for (event_type, state_key), event_id in ids.items()
+            if not (state_filter.lazy_load_members and event_type == MEMBER and state_key not in senders)
+        ]
+        found = await self._events.get_events(wanted)
+        events = [found[i] for i in wanted if i in found and state_filter.matches(found[i])]
+        fragment = Fragment.of(await self._serialize(request, events))
+        self.state_fragments.put(key, fragment)
+        return fragment
+
+    async def _state_delta(
+        self, request: SyncRequest, since_row: TimelineRow | None, start: TimelineRow, senders: frozenset[str]
+    ) -> list[dict]:
+        """The state that changed between the last sync and the start of a limited timeline."""
+        new = await self._state.get_state_ids(start.state_group)
+        old = await self._state.get_state_ids(since_row.state_group) if since_row else {}
+        state_filter = request.filter.room.state
+        keys = [
+            k for k, v in new.items()
+            if old.get(k) != v and not (state_filter.lazy_load_members and k[0] == MEMBER and k[1] not in senders)
+        ]
+        if state_filter.lazy_load_members:
+            keys += [(MEMBER, s) for s in senders if (MEMBER, s) in new and (MEMBER, s) not in keys]
+        found = await self._events.get_events(new[k] for k in keys)
+        return await self._serialize(request, [found[new[k]] for k in keys if new[k] in found
+                                               and state_filter.matches(found[new[k]])])
+
+    async def _lazy_members(
+        self, request: SyncRequest, start: TimelineRow | None, senders: Iterable[str], timeline: list[Event]
+    ) -> list[dict]:
+        """Lazy loading: the member events of the timeline's senders, as of the timeline's start."""
+        if start is None:
+            return []
+        in_timeline = {e.state_key for e in timeline if e.type == MEMBER}
+        keys: list[StateKey] = [(MEMBER, s) for s in senders if s not in in_timeline]
+        ids = await self._state.get_state_ids(start.state_group, keys)
+        found = await self._events.get_events(ids.values())
+        return await self._serialize(request, [found[i] for i in ids.values() if i in found])
+
+    async def _stripped_state(self, room_id: str, user_id: str) -> list[dict]:
+        ids = await self._rooms.current_state_ids(room_id, (*STRIPPED_STATE_TYPES, MEMBER))
+        wanted = [v for (t, k), v in ids.items() if t != MEMBER or k == user_id]
+        found = await self._events.get_events(wanted)
+        return [
+            {"type": e.type, "state_key": e.state_key, "content": dict(e.get_pdu_json()["content"]), "sender": e.sender}
+            for e in (found[i] for i in wanted if i in found)
+        ]
+
+    async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
+        members = await self._rooms.member_event_ids(room_id, None)
+        found = await self._events.get_events(members.values())
+        by_membership: dict[str, list[str]] = {}
+        for member, event_id in members.items():
+            event = found.get(event_id)
+            if event is not None:
+                by_membership.setdefault(event.membership or "", []).append(member)
+        joined, invited = by_membership.get("join", []), by_membership.get("invite", [])
+        summary: dict[str, Any] = {"m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
+        named = await self._rooms.current_state_ids(room_id, ("m.room.name", "m.room.canonical_alias"))
+        if not named:
+            heroes = sorted(m for m in joined + invited if m != user_id)[:HERO_COUNT]
+            if not heroes:  # everyone else left: name the room after who was there
+                heroes = sorted(m for m in by_membership.get("leave", []) if m != user_id)[:HERO_COUNT]
+            summary["m.heroes"] = heroes
+        return summary
+
+    # -- left rooms -----------------------------------------------------------------------------
+
+    async def _left_rooms(
+        self, request: SyncRequest, since: SyncToken | None, upto: SyncToken, changes: dict, rooms: dict
+    ) -> None:
+        """Rooms the user left (or was kicked or banned from) since the last sync; on an initial sync
+        only with include_leave, and then every room left and not forgotten."""
+        room_filter = request.filter.room
+        if since is None:
+            if not room_filter.include_leave:
+                return
+            left = await self._rooms.rooms_for_user(request.user_id, ("leave", "ban"))
+            targets = {}
+            for room_id in left:
+                if room_filter.includes_room(room_id) and not await self._rooms.is_forgotten(request.user_id, room_id):
+                    membership = await self._rooms.get_membership(room_id, request.user_id)
+                    targets[room_id] = membership[1] if membership else None
+        else:
+            targets = {
+                room_id: event_id for room_id, (membership, event_id, _) in changes.items()
+                if membership in ("leave", "ban") and room_filter.includes_room(room_id)
+            }
+        for room_id, event_id in targets.items():
+            if event_id is None:
+                continue
+            rows = await self._events.timeline_rows([event_id])
+            if event_id not in rows:
+                continue
+            plan = RoomPlan(room_id, full=since is None or request.full_state, upto=rows[event_id].stream_ordering)
+            section = await self._joined_room(request, plan, since, upto)
+            if section is not None:
+                section.pop("ephemeral", None)
+                section.pop("summary", None)
+                rooms["leave"][room_id] = section
+
+    # -- per-user streams -----------------------------------------------------------------------
+
+    async def _ephemeral(self, request: SyncRequest, room_id: str, since: SyncToken | None, upto: SyncToken) -> list:
+        out = []
+        s = self.sources
+        ephemeral_filter: RoomEventFilter = request.filter.room.ephemeral
+        if s.typing is not None and (since is None or room_id in s.typing.rooms_changed_since(since.typing)):
+            out.append({"type": "m.typing", "content": {"user_ids": s.typing.typing_in_room(room_id)}})
+        if s.receipts is not None:
+            after = since.receipts if since is not None else None
+            receipts = await s.receipts.receipts_for_rooms([room_id], after, upto.receipts, request.user_id)
+            if receipts.get(room_id):
+                out.append({"type": "m.receipt", "content": receipts[room_id]})
+        return [e for e in out if ephemeral_filter.matches(e)]
+
+    async def _global_account_data(self, request: SyncRequest, since: SyncToken | None, upto: SyncToken) -> list:
+        source = self.sources.account_data
+        if source is None:
+            return []
+        after = since.account_data if since is not None else None
+        data = await source.global_account_data(request.user_id, after, upto.account_data)
+        events = [{"type": t, "content": c} for t, c in data.items()]
+        return [e for e in events if request.filter.account_data.matches(e)]
+
+    async def _room_account_data(
+        self, request: SyncRequest, room_id: str, since: SyncToken | None, upto: SyncToken
+    ) -> list:
+        source = self.sources.account_data
+        if source is None:
+            return []
+        after = since.account_data if since is not None else None
+        data = (await source.room_account_data(request.user_id, after, upto.account_data)).get(room_id, {})
+        events = [{"type": t, "content": c} for t, c in data.items()]
+        return [e for e in events if request.filter.room.account_data.matches(e)]
+
+    async def _to_device(self, request: SyncRequest, since: SyncToken | None, upto: SyncToken) -> tuple[list, int]:
+        """Messages for this device. A sync with a later token acknowledges what the earlier one sent,
+        so those are deleted now: each message is delivered until acknowledged, then never again."""
+        source = self.sources.to_device
+        if source is None:
+            return [], upto.to_device
+        after = since.to_device if since is not None else 0
+        if after:
+            await source.delete_up_to(request.user_id, request.device_id, after)
+        return await source.messages_for(request.user_id, request.device_id, after, upto.to_device, MAX_TO_DEVICE)
+
+    async def _device_lists(
+        self, user_id: str, since: SyncToken | None, upto: SyncToken, changes: dict
+    ) -> dict[str, list[str]]:
+        """Users sharing a room whose devices changed (or who newly share one: the client must fetch
+        their keys), and users who no longer share any room."""
+        if since is None:
+            return {"changed": [], "left": []}
+        sharing = await self._rooms.users_sharing_rooms(user_id)
+        changed: set[str] = set()
+        source = self.sources.device_lists
+        if source is not None and upto.device_lists > since.device_lists:
+            changed |= await source.changed_users(since.device_lists, upto.device_lists) & sharing
+        joined = await self._rooms.rooms_for_user(user_id, ("join",))
+        moved = await self._rooms.members_changed_in_rooms(
+            joined + [r for r in changes if r not in joined], since.events, upto.events
+        )
+        changed |= {u for u, m in moved.items() if m == "join" and u in sharing}
+        left = {u for u, m in moved.items() if m in ("leave", "ban") and u not in sharing}
+        if any(m in ("leave", "ban") for m, _, _ in changes.values()):
+            left |= {u for u in moved if u not in sharing}
+        changed.discard(user_id)
+        left.discard(user_id)
+        return {"changed": sorted(changed), "left": sorted(left - changed)}
+
+
+def _clamp(since: SyncToken, upto: SyncToken) -> SyncToken:
+    """A token from before a restart may be ahead on in-memory streams (typing): start those over."""
+    return _replace(since, typing=since.typing if since.typing <= upto.typing else 0)
+
+
+def _replace(token: SyncToken, **changes: int) -> SyncToken:
+    return dataclasses.replace(token, **changes)
+

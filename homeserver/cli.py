@@ -94,10 +94,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def _startup_errors() -> tuple[type[BaseException], ...]:
+    from twisted.internet.error import CannotListenError
+
     from homeserver.storage.engines import DatabaseUnavailable
     from homeserver.storage.migrations import SchemaError
-
-    from twisted.internet.error import CannotListenError
 
     return ConfigError, DatabaseUnavailable, SchemaError, OSError, CannotListenError
 

@@ -128,8 +128,15 @@ class RoomEventSender:
             known.update(found)
             wanted = {a for e in found.values() for a in e.auth_event_ids if a not in known}
         resolved = resolve_state(room_version, state_sets, known.get)
+        # Whichever branch was stored last set the current state; bring it to the resolution.
+        current = {k: v for k, v in resolved.items() if any(state.get(k) != v for state in state_sets)}
+        unique_groups = list(dict.fromkeys(groups))
+        for group, state in zip(unique_groups, state_sets, strict=True):
+            if state == resolved:  # identical snapshots are shared: the resolution is an existing group
+                return ResolvedState(group, {}, current)
         base = state_sets[0]
-        return ResolvedState(groups[0], {k: v for k, v in resolved.items() if base.get(k) != v})
+        delta = {k: v for k, v in resolved.items() if base.get(k) != v}
+        return ResolvedState(unique_groups[0], delta, current)
 
     async def load_state(self, group: int, keys: set[StateKey]) -> dict[StateKey, Event]:
         """The events for just these state keys at `group`."""

@@ -45,8 +45,8 @@ class ResolvedState:
     """The state where a room's forked extremities meet, as a delta against one of their groups."""
 
     base_group: int
-    delta: dict[StateKey, str]
-
+    delta: dict[StateKey, str]  # against base_group; empty when the resolution is base_group itself
+    current_state: dict[StateKey, str]  # entries the current_state table must take
 
 @dataclass(frozen=True)
 class TxnKey:
@@ -165,8 +165,10 @@ class EventStore:
         group = prev_group
         if resolved is not None:
             room_id = items[0][0].room_id
-            group = self._state.store_group_txn(txn, room_id, resolved.base_group, resolved.delta)
-            for (event_type, state_key), event_id in resolved.delta.items():
+            group = resolved.base_group  # forks that resolved to a state we hold share its group
+            if resolved.delta:
+                group = self._state.store_group_txn(txn, room_id, resolved.base_group, resolved.delta)
+            for (event_type, state_key), event_id in resolved.current_state.items():
                 row = txn.execute("SELECT json FROM events WHERE event_id = ?", (event_id,)).fetchone()
                 membership = json.loads(row[0]).get("content", {}).get("membership") if row else None
                 self._set_current_state_txn(txn, room_id, event_type, state_key, event_id, membership)

@@ -153,8 +153,15 @@ class HomeServer:
         self.notifier = Notifier(self.reactor, lambda room_id: self.rooms.member_event_ids(room_id, None))
         self.room_sender.notify_room = self.notifier.notify_room
         self.filters = FilterStore(self.db)
-        self.sync_sources = SyncSources(receipts=self.receipts, typing=self.typing, account_data=self.account_data)
-        for handler in (self.receipts, self.typing, self.account_data):
+        self.sync_sources = SyncSources(
+            receipts=self.receipts,
+            typing=self.typing,
+            account_data=self.account_data,
+            to_device=self.to_device,
+            device_lists=self.device_lists,
+            e2e_keys=self.e2e_keys,
+        )
+        for handler in (self.receipts, self.typing, self.account_data, self.to_device, self.e2e_keys):
             handler.notifier = self.notifier
         self.sync = SyncHandler(
             self.events,

@@ -14,6 +14,7 @@ class AccountHandler:
         self._accounts = accounts
         self._passwords = passwords
         self._ui_auth = ui_auth
+        self.e2e: Any = None  # set by the app: E2eKeysHandler, told of deleted devices
 
     async def change_password(self, requester: Requester, new_password: str, logout_devices: bool, auth: Any) -> None:
         check_password_length(new_password)
@@ -21,7 +22,11 @@ class AccountHandler:
         password_hash = await self._passwords.hash(new_password)
         keep = requester.device_id if logout_devices else None
         await self._accounts.set_password_hash(requester.user_id, password_hash, keep)
+        if keep is not None and self.e2e is not None:
+            await self.e2e.devices_removed(requester.user_id)
 
     async def deactivate(self, requester: Requester, auth: Any) -> None:
         await self._ui_auth.require_password(requester.user_id, auth)
         await self._accounts.deactivate(requester.user_id)
+        if self.e2e is not None:
+            await self.e2e.devices_removed(requester.user_id)

@@ -12,6 +12,7 @@ class DeviceHandler:
     def __init__(self, accounts: AccountStore, ui_auth: UiAuth) -> None:
         self._accounts = accounts
         self._ui_auth = ui_auth
+        self.e2e: Any = None  # set by the app: E2eKeysHandler, told of deleted devices
 
     async def list_devices(self, requester: Requester) -> list[DeviceRecord]:
         return await self._accounts.list_devices(requester.user_id)
@@ -29,3 +30,5 @@ class DeviceHandler:
     async def delete(self, requester: Requester, device_ids: list[str], auth: Any) -> None:
         await self._ui_auth.require_password(requester.user_id, auth)
         await self._accounts.delete_devices(requester.user_id, device_ids)
+        if self.e2e is not None:
+            await self.e2e.devices_removed(requester.user_id)

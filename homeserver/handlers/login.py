@@ -1,6 +1,7 @@
 """Logging in with a password, and logging out."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from homeserver.core.errors import MatrixError
 from homeserver.core.requester import Requester
@@ -29,6 +30,7 @@ class LoginHandler:
         self._accounts = accounts
         self._passwords = passwords
         self._limits = limits
+        self.e2e: Any = None  # set by the app: E2eKeysHandler, told of created and deleted devices
 
     async def password_login(
         self, user_id: str, password: str, device_id: str | None, display_name: str | None, client_ip: str
@@ -60,11 +62,17 @@ class LoginHandler:
         device_id = device_id or new_device_id()
         token = new_access_token()
         await self._accounts.login(user_id, device_id, display_name, token, client_ip)
+        if self.e2e is not None:
+            await self.e2e.device_added(user_id, device_id)
         return LoginResult(user_id, device_id, token)
 
     async def logout(self, requester: Requester) -> None:
         """End this session: the device and its token go."""
         await self._accounts.delete_devices(requester.user_id, [requester.device_id])
+        if self.e2e is not None:
+            await self.e2e.devices_removed(requester.user_id)
 
     async def logout_all(self, requester: Requester) -> None:
         await self._accounts.delete_all_devices(requester.user_id)
+        if self.e2e is not None:
+            await self.e2e.devices_removed(requester.user_id)

@@ -51,6 +51,11 @@ class SingleFlight:
             if not waiter.called:
                 waiter.callback(result)  # a Failure goes to the waiter's errbacks
 
+    def forget(self, predicate: Callable[[Hashable], bool]) -> None:
+        """Drop kept results whose key matches: they must not be replayed any more."""
+        for key in [k for k in self._done if predicate(k)]:
+            del self._done[key]
+
     def _expire(self) -> None:
         now = self._clock()
         for key in [k for k, (expires, _) in self._done.items() if expires <= now]:

@@ -119,6 +119,11 @@ class SyncHandler:
         )
 
     async def sync(self, request: SyncRequest) -> Response:
+        if request.since is not None:
+            # Moving on from a token acknowledges what earlier answers carried (to-device messages are
+            # then deleted): a kept answer to an older token must not bring them back.
+            user, device, since = request.key[:3]
+            self.flights.forget(lambda k: k[0] == user and k[1] == device and k[2] != since)
         # A long-poll that ended with nothing new must not be replayed to the next identical request.
         response, _ = await self.flights.run(request.key, lambda: self._sync(request), keep=lambda r: r[1])
         return response
@@ -458,8 +463,7 @@ class SyncHandler:
         left = {u for u, m in moved.items() if m in ("leave", "ban") and u not in sharing}
         if any(m in ("leave", "ban") for m, _, _ in changes.values()):
             left |= {u for u in moved if u not in sharing}
-        changed.discard(user_id)
-        left.discard(user_id)
+        left.discard(user_id)  # the user's own devices stay in `changed`: clients notice their new devices
         return {"changed": sorted(changed), "left": sorted(left - changed)}
 
 

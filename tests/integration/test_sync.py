@@ -234,3 +234,40 @@ def test_long_poll_wakes_on_typing(alice: RoomClient, bob: RoomClient) -> None:
     assert time.monotonic() - started < 10
     assert joined(body, room)["ephemeral"]["events"][0]["content"]["user_ids"] == [alice.user_id]
     timer.join()
+
+
+def test_to_device_messages_are_delivered_until_acknowledged_then_never_again(
+    alice: RoomClient, bob: RoomClient
+) -> None:
+    token = sync(bob)["next_batch"]
+    path = "/_matrix/client/v3/sendToDevice/org.example.ping/txn1"
+    body = {"messages": {bob.user_id: {bob.device_id: {"n": 1}}}}
+    assert alice.put(path, body).status_code == 200
+    first = sync(bob, token, timeout=5000)
+    assert [e["content"] for e in first["to_device"]["events"]] == [{"n": 1}]
+    assert first["to_device"]["events"][0]["sender"] == alice.user_id
+    # A retry of the same sync (the answer was lost) gets the message again.
+    assert [e["content"] for e in sync(bob, token)["to_device"]["events"]] == [{"n": 1}]
+    # Syncing on from the new token acknowledges it: gone for good.
+    assert sync(bob, first["next_batch"])["to_device"]["events"] == []
+    assert sync(bob, token)["to_device"]["events"] == []
+
+
+def test_device_list_changes_of_room_mates_appear(alice: RoomClient, bob: RoomClient) -> None:
+    room = alice.create_room(preset="public_chat")
+    bob.join(room)
+    token = sync(alice)["next_batch"]
+    keys = {
+        "device_keys": {
+            "user_id": bob.user_id,
+            "device_id": bob.device_id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {f"curve25519:{bob.device_id}": "a" * 43, f"ed25519:{bob.device_id}": "b" * 43},
+            "signatures": {bob.user_id: {f"ed25519:{bob.device_id}": "c" * 86}},
+        }
+    }
+    assert bob.post("/_matrix/client/v3/keys/upload", keys).status_code == 200
+    body = sync(alice, token, timeout=5000)
+    assert bob.user_id in body["device_lists"]["changed"]
+    bob.leave(room)
+    assert bob.user_id in sync(alice, body["next_batch"], timeout=5000)["device_lists"]["left"]

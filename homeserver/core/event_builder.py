@@ -89,6 +89,4 @@ def build_event(
     if room_version.event_id_in_pdu:
         pdu["event_id"] = random_event_id(server_name)
 
-    return Event.from_pdu(
-        room_version, add_hashes_and_signatures(room_version, pdu, server_name, signing_key)
-    )
+    return Event.from_pdu(room_version, add_hashes_and_signatures(room_version, pdu, server_name, signing_key))

@@ -76,8 +76,7 @@ def validate_pdu(room_version: RoomVersion, pdu: Mapping[str, Any]) -> None:
         raise _bad("'hashes' must be an object with a 'sha256' string")
     signatures = pdu.get("signatures")
     if not isinstance(signatures, Mapping) or not all(
-        isinstance(sigs, Mapping) and all(isinstance(s, str) for s in sigs.values())
-        for sigs in signatures.values()
+        isinstance(sigs, Mapping) and all(isinstance(s, str) for s in sigs.values()) for sigs in signatures.values()
     ):
         raise _bad("'signatures' must be an object of objects of strings")
     if "state_key" in pdu:

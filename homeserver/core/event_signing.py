@@ -89,9 +89,7 @@ def verify_event_signatures(room_version: RoomVersion, pdu: Mapping[str, Any], l
     )
 
 
-def is_event_signed_by(
-    room_version: RoomVersion, pdu: Mapping[str, Any], server_name: str, lookup: KeyLookup
-) -> bool:
+def is_event_signed_by(room_version: RoomVersion, pdu: Mapping[str, Any], server_name: str, lookup: KeyLookup) -> bool:
     """Whether `server_name` validly signed the event: the auth rules ask this of the server
     named by `join_authorised_via_users_server`."""
     try:

@@ -138,9 +138,7 @@ class Event:
 
     def pruned(self) -> "Event":
         """This event redacted. It keeps its id: in v3+ the id is a hash of the redacted form."""
-        return Event(
-            self.room_version, prune_event_dict(self.room_version, self.get_pdu_json()), self.event_id
-        )
+        return Event(self.room_version, prune_event_dict(self.room_version, self.get_pdu_json()), self.event_id)
 
     def to_client_dict(
         self, *, include_room_id: bool = True, unsigned: Mapping[str, Any] | None = None

@@ -52,11 +52,7 @@ def kept_content_keys(room_version: RoomVersion, event_type: str) -> tuple[str, 
     """The `content` keys a redacted event of this type keeps (except v11's special cases)."""
     v = room_version
     if event_type == "m.room.member":
-        return (
-            ("membership", "join_authorised_via_users_server")
-            if v.restricted_join_rule_fix
-            else ("membership",)
-        )
+        return ("membership", "join_authorised_via_users_server") if v.restricted_join_rule_fix else ("membership",)
     if event_type == "m.room.create":
         # v11+ keeps the whole content; see prune_event_dict.
         return () if v.updated_redaction_rules else ("creator",)

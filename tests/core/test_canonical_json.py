@@ -102,8 +102,7 @@ def test_deep_nesting_is_checked_without_recursion():
 
 def test_control_characters_use_the_grammar_escapes():
     assert (
-        encode_canonical_json('\x00\x08\t\n\x0b\x1f"\\é\x7f')
-        == '"\\u0000\\b\\t\\n\\u000b\\u001f\\"\\\\é\x7f"'.encode()
+        encode_canonical_json('\x00\x08\t\n\x0b\x1f"\\é\x7f') == '"\\u0000\\b\\t\\n\\u000b\\u001f\\"\\\\é\x7f"'.encode()
     )
 
 

@@ -117,9 +117,7 @@ def test_v12_create_event_defines_the_room_id():
 
 def test_v12_create_event_must_not_be_given_a_room_id():
     with pytest.raises(MatrixError):
-        build(
-            "12", event_type="m.room.create", state_key="", content={}, prev_event_ids=[], auth_event_ids=[]
-        )
+        build("12", event_type="m.room.create", state_key="", content={}, prev_event_ids=[], auth_event_ids=[])
 
 
 @pytest.mark.parametrize("version", ["1", "11", "12"])
@@ -132,9 +130,7 @@ def test_room_id_is_required_otherwise(version):
 def test_pre_v12_create_event_keeps_its_room_id(version):
     room_id = random_room_id(SERVER)
     assert re.fullmatch(r"![A-Za-z0-9]{18}:example\.org", room_id)
-    create = build(
-        version, event_type="m.room.create", state_key="", room_id=room_id, content={}, prev_event_ids=[]
-    )
+    create = build(version, event_type="m.room.create", state_key="", room_id=room_id, content={}, prev_event_ids=[])
     assert create.room_id == room_id == create.get_pdu_json()["room_id"]
 
 

@@ -79,15 +79,11 @@ def test_v3_ids_are_standard_unpadded_base64():
 def test_v4_and_later_ids_are_url_safe_unpadded_base64(version):
     event_id = compute_event_id(KNOWN_ROOM_VERSIONS[version], EVENT)
     assert V4_ID.fullmatch(event_id)
-    assert event_id == "$" + base64.urlsafe_b64encode(_spec_reference_hash(version, EVENT)).decode().rstrip(
-        "="
-    )
+    assert event_id == "$" + base64.urlsafe_b64encode(_spec_reference_hash(version, EVENT)).decode().rstrip("=")
 
 
 def test_v11_id_differs_from_v10_because_origin_is_no_longer_protected():
-    assert compute_event_id(KNOWN_ROOM_VERSIONS["10"], EVENT) != compute_event_id(
-        KNOWN_ROOM_VERSIONS["11"], EVENT
-    )
+    assert compute_event_id(KNOWN_ROOM_VERSIONS["10"], EVENT) != compute_event_id(KNOWN_ROOM_VERSIONS["11"], EVENT)
     without_origin = {k: v for k, v in EVENT.items() if k != "origin"}
     assert compute_event_id(KNOWN_ROOM_VERSIONS["11"], EVENT) == compute_event_id(
         KNOWN_ROOM_VERSIONS["11"], without_origin

@@ -63,9 +63,7 @@ def test_spec_event_signing_vectors(vector, version):
 @pytest.mark.parametrize("version", ["11", "12"])
 def test_v11_signs_a_different_redacted_form(version):
     # v11 no longer protects `origin`, which both vectors carry: the signature must differ.
-    signed = add_hashes_and_signatures(
-        KNOWN_ROOM_VERSIONS[version], VECTORS[0]["input"], "domain", spec_signing_key()
-    )
+    signed = add_hashes_and_signatures(KNOWN_ROOM_VERSIONS[version], VECTORS[0]["input"], "domain", spec_signing_key())
     assert signed["hashes"]["sha256"] == VECTORS[0]["expected_content_hash_sha256"]
     assert signed["signatures"]["domain"]["ed25519:1"] != VECTORS[0]["expected_signature"]
     verify_event_signatures(KNOWN_ROOM_VERSIONS[version], signed, SPEC_KEYRING)

@@ -77,15 +77,11 @@ def test_unsigned_data_can_change_without_breaking_the_signature():
 
 def test_missing_signature_fails():
     with pytest.raises(SignatureError, match="Not signed by other"):
-        verify_json_signatures(
-            SIGNING["vectors"][1]["expected_signed"], ["other"], _lookup_for(_spec_verify_key())
-        )
+        verify_json_signatures(SIGNING["vectors"][1]["expected_signed"], ["other"], _lookup_for(_spec_verify_key()))
 
 
 def test_unknown_keys_are_skipped_but_one_known_key_is_needed():
-    signed = sign_json(
-        SIGNING["vectors"][1]["expected_signed"], "domain", signing_key_from_seed("B" * 43, "new")
-    )
+    signed = sign_json(SIGNING["vectors"][1]["expected_signed"], "domain", signing_key_from_seed("B" * 43, "new"))
     # ed25519:new is unknown and skipped; ed25519:1 is known and valid.
     verify_json_signatures(signed, ["domain"], _lookup_for(_spec_verify_key()))
     with pytest.raises(SignatureError, match="No known"):

@@ -44,9 +44,7 @@ def test_redaction_keeps_exactly_what_the_spec_lists(version, event_type):
     else:
         expected_content = {k: event["content"][k] for k in spec["keys"]}
         if "extra" in spec:  # v11+: m.room.member keeps third_party_invite.signed
-            expected_content["third_party_invite"] = {
-                "signed": event["content"]["third_party_invite"]["signed"]
-            }
+            expected_content["third_party_invite"] = {"signed": event["content"]["third_party_invite"]["signed"]}
     assert pruned["content"] == expected_content
     assert event == original  # the input is untouched
 

@@ -118,9 +118,7 @@ def test_room_version_length_limit_is_the_specs():
     assert load_vectors("identifier-limits.json")["room_version_max_codepoints"] == MAX_ROOM_VERSION_LENGTH
 
 
-@pytest.mark.parametrize(
-    ("identifier", "reserved"), [("1", True), ("1.2", True), ("1.2-beta", False), ("x", False)]
-)
+@pytest.mark.parametrize(("identifier", "reserved"), [("1", True), ("1.2", True), ("1.2-beta", False), ("x", False)])
 def test_reserved_identifiers(identifier, reserved):
     assert is_reserved_room_version_identifier(identifier) is reserved
 

@@ -76,34 +76,49 @@ def new_user(base_url: str, username: str | None = None) -> Client:
     return Client(base_url).register(username)
 
 
-def _ok(response: requests.Response) -> dict[str, Any]:
+def ok(response: requests.Response) -> Any:
+    """Asserts a 200 and returns the JSON body."""
     assert response.status_code == 200, f"{response.status_code} {response.text}"
     return response.json()
+
+
+def assert_error(response: requests.Response, status: int, errcode: str | None = None) -> dict[str, Any]:
+    """Asserts the status and, when given, the errcode; returns the error's JSON body."""
+    assert response.status_code == status, f"{response.status_code} {response.text}"
+    body = response.json()
+    if errcode is not None:
+        assert body["errcode"] == errcode, response.text
+    return body
+
+
+def error(response: requests.Response, status: int) -> str:
+    """Asserts the status and returns the errcode, for the caller to compare."""
+    return assert_error(response, status)["errcode"]
 
 
 class RoomClient(Client):
     """Room calls a test makes again and again; each asserts success and returns the useful part."""
 
     def create_room(self, **body: Any) -> str:
-        return _ok(self.post("/_matrix/client/v3/createRoom", body))["room_id"]
+        return ok(self.post("/_matrix/client/v3/createRoom", body))["room_id"]
 
     def send_text(self, room_id: str, text: str) -> str:
         txn = uuid.uuid4().hex
         path = f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/{txn}"
-        return _ok(self.put(path, {"msgtype": "m.text", "body": text}))["event_id"]
+        return ok(self.put(path, {"msgtype": "m.text", "body": text}))["event_id"]
 
     def send_state(self, room_id: str, event_type: str, content: dict[str, Any], state_key: str = "") -> str:
         path = f"/_matrix/client/v3/rooms/{quote(room_id)}/state/{event_type}/{quote(state_key)}"
-        return _ok(self.put(path, content))["event_id"]
+        return ok(self.put(path, content))["event_id"]
 
     def join(self, room: str) -> str:
-        return _ok(self.post(f"/_matrix/client/v3/join/{quote(room)}", {}))["room_id"]
+        return ok(self.post(f"/_matrix/client/v3/join/{quote(room)}", {}))["room_id"]
 
     def invite(self, room_id: str, user_id: str) -> None:
-        _ok(self.post(f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": user_id}))
+        ok(self.post(f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": user_id}))
 
     def leave(self, room_id: str) -> None:
-        _ok(self.post(f"/_matrix/client/v3/rooms/{quote(room_id)}/leave", {}))
+        ok(self.post(f"/_matrix/client/v3/rooms/{quote(room_id)}/leave", {}))
 
     def room_get(self, room_id: str, suffix: str, **params: Any) -> requests.Response:
         return self.get(f"/_matrix/client/v3/rooms/{quote(room_id)}/{suffix}", params=params)

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,13 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             yield process
         finally:
             process.stop()
+
+
+@pytest.fixture
+def database_section(backend: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The `database` section of a config for a fresh, empty database on the backend."""
+    with database_config(backend, tmp_path) as section:
+        yield section
 
 
 @pytest.fixture

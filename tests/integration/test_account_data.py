@@ -1,8 +1,7 @@
 """Account data over HTTP, global and per room, and the changes sync reads back through the store
 (in this process, on the running server's own database)."""
 
-from collections.abc import Coroutine, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,27 +9,9 @@ from homeserver.config.options import DatabaseConfig
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.database import Database
 from homeserver.storage.engines import create_engine
-from tests.client import RoomClient, quote
+from tests.client import RoomClient, error, ok, quote
+from tests.inline import resolve
 from tests.server import ServerProcess
-
-
-def ok(response: Any) -> Any:
-    assert response.status_code == 200, f"{response.status_code} {response.text}"
-    return response.json()
-
-
-def error(response: Any, status: int) -> str:
-    assert response.status_code == status, f"{response.status_code} {response.text}"
-    return response.json()["errcode"]
-
-
-def run(coroutine: Coroutine) -> Any:
-    """The result of a store call; without a reactor its transactions run inline, so it never waits."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    raise AssertionError("the coroutine waited on something")
 
 
 @pytest.fixture(scope="module")
@@ -123,23 +104,26 @@ def test_changes_are_read_by_range_of_positions(alice: RoomClient, store: Accoun
     room = alice.create_room()
     ok(alice.put(global_path(user, "org.example.a"), {"n": 1}))
     ok(alice.put(room_path(user, room, "org.example.r"), {"n": 1}))
-    between = run(store.current_position())
+    between = resolve(store.current_position())
     ok(alice.put(global_path(user, "org.example.b"), {"n": 2}))
     ok(alice.put(global_path(user, "org.example.a"), {"n": 3}))
-    now = run(store.current_position())
+    now = resolve(store.current_position())
     assert now >= between + 2
-    assert run(store.global_account_data(user, None, now)) == {"org.example.a": {"n": 3}, "org.example.b": {"n": 2}}
-    assert run(store.global_account_data(user, between, now)) == {"org.example.a": {"n": 3}, "org.example.b": {"n": 2}}
-    assert run(store.global_account_data(user, now, now)) == {}
-    assert run(store.room_account_data(user, None, now)) == {room: {"org.example.r": {"n": 1}}}
-    assert run(store.room_account_data(user, between, now)) == {}
+    assert resolve(store.global_account_data(user, None, now)) == {"org.example.a": {"n": 3}, "org.example.b": {"n": 2}}
+    assert resolve(store.global_account_data(user, between, now)) == {
+        "org.example.a": {"n": 3},
+        "org.example.b": {"n": 2},
+    }
+    assert resolve(store.global_account_data(user, now, now)) == {}
+    assert resolve(store.room_account_data(user, None, now)) == {room: {"org.example.r": {"n": 1}}}
+    assert resolve(store.room_account_data(user, between, now)) == {}
     ok(alice.put(room_path(user, room, "org.example.r"), {"n": 4}))
-    later = run(store.current_position())
-    assert run(store.room_account_data(user, now, later)) == {room: {"org.example.r": {"n": 4}}}
-    assert run(store.global_account_data(user, now, later)) == {}
+    later = resolve(store.current_position())
+    assert resolve(store.room_account_data(user, now, later)) == {room: {"org.example.r": {"n": 4}}}
+    assert resolve(store.global_account_data(user, now, later)) == {}
 
 
 def test_each_user_reads_only_their_own_changes(alice: RoomClient, bob: RoomClient, store: AccountDataStore) -> None:
     ok(alice.put(global_path(alice.user_id, "org.example.mine"), {"owner": "alice"}))
-    now = run(store.current_position())
-    assert "org.example.mine" not in run(store.global_account_data(bob.user_id or "", None, now))
+    now = resolve(store.current_position())
+    assert "org.example.mine" not in resolve(store.global_account_data(bob.user_id or "", None, now))

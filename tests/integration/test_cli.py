@@ -2,7 +2,10 @@
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -110,33 +113,23 @@ def test_no_config_starts_on_the_embedded_default(tmp_path: Path) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMESERVER_")}
     env["HOMESERVER_LISTENERS"] = f"[{{port: {port}}}]"  # the default port may be taken on a test machine
-    process = subprocess.Popen(
-        [sys.executable, "-m", "homeserver", "run"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/health")
+    with running(port, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT):
         assert requests.get(f"http://127.0.0.1:{port}/_matrix/client/versions").status_code == 200
         key = (tmp_path / "data" / "signing.key").read_text()
         assert key.startswith("ed25519 ")
         assert (tmp_path / "data" / "homeserver.db").exists()
-    finally:
-        process.terminate()
-        process.wait(10)
     # The key is kept across restarts.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "homeserver", "run"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with running(port, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        assert (tmp_path / "data" / "signing.key").read_text() == key
+
+
+@contextmanager
+def running(port: int, *args: str, **popen: Any) -> Iterator[None]:
+    """`homeserver run *args` in the background, from when it answers on `port` until the block ends."""
+    process = subprocess.Popen([sys.executable, "-m", "homeserver", "run", *args], **popen)
     try:
         _wait_for(f"http://127.0.0.1:{port}/health")
-        assert (tmp_path / "data" / "signing.key").read_text() == key
+        yield
     finally:
         process.terminate()
         process.wait(10)
@@ -176,16 +169,8 @@ def test_generated_config_runs(tmp_path: Path) -> None:
     config = tmp_path / "homeserver.yaml"
     text = config.read_text().replace("- port: 8008", f"- port: {port}")
     config.write_text(text)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "homeserver", "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/health")
-    finally:
-        process.terminate()
-        process.wait(10)
+    with running(port, "-c", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        pass
     assert (tmp_path / "data" / "homeserver.db").exists()
 
 
@@ -251,30 +236,11 @@ def test_admin_register_user_over_http_with_the_shared_secret(backend: str, tmp_
             password_file = tmp_path / "pw"
             password_file.write_text("pw-for-frank\n")
             cfg = str(server.config_path)
-            result = homeserver(
-                "admin",
-                "register-user",
-                "frank",
-                "--password-file",
-                str(password_file),
-                "-c",
-                cfg,
-                "--url",
-                server.url,
-            )
+            register_frank = ["admin", "register-user", "frank", "--password-file", str(password_file), "-c", cfg]
+            result = homeserver(*register_frank, "--url", server.url)
             assert result.returncode == 0, result.stderr
             assert Client(server.url).login("frank", "pw-for-frank").status_code == 200
-            again = homeserver(
-                "admin",
-                "register-user",
-                "frank",
-                "--password-file",
-                str(password_file),
-                "-c",
-                cfg,
-                "--url",
-                server.url,
-            )
+            again = homeserver(*register_frank, "--url", server.url)
             assert_clean_failure(again, "User ID already taken")
         finally:
             server.stop()

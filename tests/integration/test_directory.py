@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from homeserver.handlers.shared_secret_registration import registration_mac
-from tests.client import PASSWORD, Client, RoomClient, new_room_user, quote
+from tests.client import PASSWORD, Client, RoomClient, assert_error, new_room_user, quote
 from tests.integration.servers import extra_server
 from tests.server import ServerProcess
 
@@ -31,11 +31,6 @@ def get_alias(user: Client, alias: str) -> requests.Response:
 
 def delete_alias(user: Client, alias: str) -> requests.Response:
     return user.delete(f"{DIRECTORY}/{quote(alias)}")
-
-
-def assert_error(response: requests.Response, status: int, errcode: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["errcode"] == errcode, response.text
 
 
 def search(user: Client, term: str, **body: Any) -> dict[str, Any]:

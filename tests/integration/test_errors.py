@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 import requests
 
-from tests.client import PASSWORD, Client
+from tests.client import PASSWORD, Client, assert_error
 from tests.integration.servers import extra_server
 from tests.server import ServerProcess
 
@@ -24,11 +24,10 @@ WHOAMI = "/_matrix/client/v3/account/whoami"
 MB = 1024 * 1024
 
 
-def assert_error(response: requests.Response, status: int, errcode: str) -> dict:
-    assert response.status_code == status, response.text
+def assert_json_error(response: requests.Response, status: int, errcode: str) -> dict:
+    """The shared error check, and what every error answer must be: JSON, labelled so, with a message."""
+    body = assert_error(response, status, errcode)
     assert response.headers["Content-Type"] == "application/json"
-    body = response.json()
-    assert body["errcode"] == errcode
     assert isinstance(body["error"], str)
     return body
 
@@ -51,22 +50,22 @@ def login_body(user: str, **extra: object) -> dict:
 
 @pytest.mark.parametrize("data", [b"{not json", b'{"a": 1', b"", b"\xff\xfe{}", b'{"a": NaN}'], ids=repr)
 def test_body_that_is_not_json_gives_not_json(anon: Client, data: bytes) -> None:
-    assert_error(post_raw(anon, LOGIN, data), 400, "M_NOT_JSON")
+    assert_json_error(post_raw(anon, LOGIN, data), 400, "M_NOT_JSON")
 
 
 @pytest.mark.parametrize("data", [b"[]", b'"login"', b"42", b"null"], ids=repr)
 def test_json_that_is_not_an_object_gives_bad_json(anon: Client, data: bytes) -> None:
-    assert_error(post_raw(anon, LOGIN, data), 400, "M_BAD_JSON")
+    assert_json_error(post_raw(anon, LOGIN, data), 400, "M_BAD_JSON")
 
 
 def test_deeply_nested_json_gives_bad_json(anon: Client) -> None:
     data = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    assert_error(post_raw(anon, LOGIN, data), 400, "M_BAD_JSON")
+    assert_json_error(post_raw(anon, LOGIN, data), 400, "M_BAD_JSON")
 
 
 def test_unpaired_surrogate_gives_bad_json(anon: Client) -> None:
     data = b'{"username": "someone", "password": "\\ud800", "auth": {"type": "m.login.dummy"}}'
-    assert_error(post_raw(anon, REGISTER, data), 400, "M_BAD_JSON")
+    assert_json_error(post_raw(anon, REGISTER, data), 400, "M_BAD_JSON")
 
 
 def test_paired_surrogates_are_accepted(alice: Client) -> None:
@@ -91,7 +90,7 @@ def test_paired_surrogates_are_accepted(alice: Client) -> None:
     ids=["login type", "login password", "login user", "new_password", "devices"],
 )
 def test_missing_required_field_gives_missing_param(alice: Client, path: str, body: dict) -> None:
-    assert_error(alice.post(path, body), 400, "M_MISSING_PARAM")
+    assert_json_error(alice.post(path, body), 400, "M_MISSING_PARAM")
 
 
 @pytest.mark.parametrize(
@@ -112,33 +111,33 @@ def test_missing_required_field_gives_missing_param(alice: Client, path: str, bo
     ids=lambda v: v if isinstance(v, str) else json.dumps(v)[:40],
 )
 def test_wrong_type_gives_invalid_param(alice: Client, path: str, body: dict) -> None:
-    assert_error(alice.post(path, body), 400, "M_INVALID_PARAM")
+    assert_json_error(alice.post(path, body), 400, "M_INVALID_PARAM")
 
 
 def test_nul_in_a_parameter_gives_invalid_param(alice: Client) -> None:
     response = alice.put(f"/_matrix/client/v3/devices/{alice.device_id}", {"display_name": "a\u0000b"})
-    assert_error(response, 400, "M_INVALID_PARAM")
+    assert_json_error(response, 400, "M_INVALID_PARAM")
 
 
 def test_nul_in_a_path_parameter_gives_invalid_param(alice: Client) -> None:
-    assert_error(alice.get("/_matrix/client/v3/devices/A%00B"), 400, "M_INVALID_PARAM")
+    assert_json_error(alice.get("/_matrix/client/v3/devices/A%00B"), 400, "M_INVALID_PARAM")
 
 
 def test_nul_in_a_listed_device_id_gives_invalid_param(alice: Client) -> None:
     response = alice.post("/_matrix/client/v3/delete_devices", {"devices": ["A\u0000B"]})
-    assert_error(response, 400, "M_INVALID_PARAM")
+    assert_json_error(response, 400, "M_INVALID_PARAM")
 
 
 def test_nul_in_a_user_name_gives_invalid_param(anon: Client) -> None:
-    assert_error(anon.post(LOGIN, login_body("ali\u0000ce")), 400, "M_INVALID_PARAM")
+    assert_json_error(anon.post(LOGIN, login_body("ali\u0000ce")), 400, "M_INVALID_PARAM")
 
 
 def test_overlong_device_id_gives_invalid_param(anon: Client, alice: Client) -> None:
-    assert_error(anon.post(LOGIN, login_body(alice.user_id, device_id="D" * 100_000)), 400, "M_INVALID_PARAM")
+    assert_json_error(anon.post(LOGIN, login_body(alice.user_id, device_id="D" * 100_000)), 400, "M_INVALID_PARAM")
 
 
 def test_bad_query_parameter_gives_invalid_param(anon: Client) -> None:
-    assert_error(anon.post(REGISTER + "?kind=robot", {}), 400, "M_INVALID_PARAM")
+    assert_json_error(anon.post(REGISTER + "?kind=robot", {}), 400, "M_INVALID_PARAM")
 
 
 # -- paths and methods ---------------------------------------------------------------------------------------
@@ -146,7 +145,7 @@ def test_bad_query_parameter_gives_invalid_param(anon: Client) -> None:
 
 @pytest.mark.parametrize("path", ["/_matrix/client/v3/no/such/endpoint", "/_matrix/client/v3/login/", "/nothing"])
 def test_unknown_path_gives_404_unrecognized(anon: Client, path: str) -> None:
-    assert_error(anon.get(path), 404, "M_UNRECOGNIZED")
+    assert_json_error(anon.get(path), 404, "M_UNRECOGNIZED")
 
 
 @pytest.mark.parametrize(
@@ -154,27 +153,27 @@ def test_unknown_path_gives_404_unrecognized(anon: Client, path: str) -> None:
     [("DELETE", LOGIN), ("GET", "/_matrix/client/v3/logout"), ("POST", WHOAMI), ("PATCH", "/_matrix/client/versions")],
 )
 def test_known_path_with_wrong_method_gives_405_unrecognized(anon: Client, method: str, path: str) -> None:
-    assert_error(anon.request(method, path), 405, "M_UNRECOGNIZED")
+    assert_json_error(anon.request(method, path), 405, "M_UNRECOGNIZED")
 
 
 # -- access tokens -------------------------------------------------------------------------------------------
 
 
 def test_no_access_token_gives_missing_token(anon: Client) -> None:
-    assert_error(anon.get(WHOAMI), 401, "M_MISSING_TOKEN")
+    assert_json_error(anon.get(WHOAMI), 401, "M_MISSING_TOKEN")
 
 
 def test_non_bearer_authorization_gives_missing_token(anon: Client) -> None:
-    assert_error(anon.get(WHOAMI, headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}), 401, "M_MISSING_TOKEN")
+    assert_json_error(anon.get(WHOAMI, headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}), 401, "M_MISSING_TOKEN")
 
 
 def test_unknown_access_token_gives_unknown_token(server: ServerProcess) -> None:
-    body = assert_error(Client(server.url, "hs_not_a_real_token").get(WHOAMI), 401, "M_UNKNOWN_TOKEN")
+    body = assert_json_error(Client(server.url, "hs_not_a_real_token").get(WHOAMI), 401, "M_UNKNOWN_TOKEN")
     assert body.get("soft_logout") is False
 
 
 def test_unknown_access_token_in_query_gives_unknown_token(anon: Client) -> None:
-    assert_error(anon.get(WHOAMI, params={"access_token": "hs_nope"}), 401, "M_UNKNOWN_TOKEN")
+    assert_json_error(anon.get(WHOAMI, params={"access_token": "hs_nope"}), 401, "M_UNKNOWN_TOKEN")
 
 
 # -- oversized bodies ----------------------------------------------------------------------------------------
@@ -199,7 +198,7 @@ def assert_raw_413(answer: bytes) -> None:
 
 def test_body_over_the_limit_gives_413_too_large(anon: Client) -> None:
     response = anon.request("POST", LOGIN, data=b" " * (2 * MB), headers={"Content-Type": "application/json"})
-    assert_error(response, 413, "M_TOO_LARGE")
+    assert_json_error(response, 413, "M_TOO_LARGE")
 
 
 def test_body_over_the_limit_is_refused_before_it_is_all_sent(server: ServerProcess) -> None:
@@ -267,7 +266,7 @@ def test_unexpected_error_gives_500_with_request_id_and_no_traceback(broken_serv
     user = Client(broken_server.url).register()
     rename_table(broken_server, "devices", "devices_gone")
     response = user.get("/_matrix/client/v3/devices")
-    body = assert_error(response, 500, "M_UNKNOWN")
+    body = assert_json_error(response, 500, "M_UNKNOWN")
     assert set(body) == {"errcode", "error"}
     assert "request id GET-" in body["error"]
     request_id = body["error"].split("request id ")[1].rstrip(")")

@@ -16,7 +16,7 @@ from signedjson.types import SigningKey
 from homeserver.app import HomeServer
 from homeserver.config import load_config
 from homeserver.storage.ids import current_id
-from tests.client import Client, RoomClient
+from tests.client import Client, RoomClient, assert_error, ok
 from tests.server import ServerProcess
 
 KEYS = "/_matrix/client/v3/keys"
@@ -37,16 +37,6 @@ def sync_token(hs: HomeServer) -> str:
     events = hs.db.run_blocking("test.events_position", current_id, "events", readonly=True)
     lists = hs.db.run_blocking("test.device_lists_position", current_id, "device_lists", readonly=True)
     return f"s{events}_0_0_0_{lists}_0"
-
-
-def ok(response: requests.Response) -> dict[str, Any]:
-    assert response.status_code == 200, f"{response.status_code} {response.text}"
-    return response.json()
-
-
-def error(response: requests.Response, status: int, errcode: str) -> None:
-    assert response.status_code == status, f"{response.status_code} {response.text}"
-    assert response.json()["errcode"] == errcode, response.text
 
 
 def new_key(version: str = "tmp") -> SigningKey:
@@ -145,7 +135,7 @@ def test_keys_of_another_device_or_user_cannot_be_uploaded(server: ServerProcess
     phone = second_login(server, alice)
     for other in (phone, bob):
         keys = Device(other).device_keys()
-        error(alice.post(f"{KEYS}/upload", {"device_keys": keys}), 403, "M_FORBIDDEN")
+        assert_error(alice.post(f"{KEYS}/upload", {"device_keys": keys}), 403, "M_FORBIDDEN")
     assert query(bob, {alice.user_id: []})["device_keys"] == {alice.user_id: {}}
 
 
@@ -162,12 +152,12 @@ def test_keys_of_another_device_or_user_cannot_be_uploaded(server: ServerProcess
     ],
 )
 def test_malformed_uploads_are_refused(alice: Client, body: dict[str, Any], errcode: str) -> None:
-    error(alice.post(f"{KEYS}/upload", body), 400, errcode)
+    assert_error(alice.post(f"{KEYS}/upload", body), 400, errcode)
 
 
 def test_uploading_keys_needs_an_access_token(anon: Client) -> None:
-    error(anon.post(f"{KEYS}/upload", {}), 401, "M_MISSING_TOKEN")
-    error(anon.post(f"{KEYS}/query", {"device_keys": {}}), 401, "M_MISSING_TOKEN")
+    assert_error(anon.post(f"{KEYS}/upload", {}), 401, "M_MISSING_TOKEN")
+    assert_error(anon.post(f"{KEYS}/query", {"device_keys": {}}), 401, "M_MISSING_TOKEN")
 
 
 def test_a_one_time_key_id_cannot_be_reused_for_another_key(alice: Client) -> None:
@@ -175,7 +165,7 @@ def test_a_one_time_key_id_cannot_be_reused_for_another_key(alice: Client) -> No
     device.upload(one_time_keys=device.one_time_keys("a"))
     device.upload(one_time_keys=device.one_time_keys("a"))  # a retried upload
     other = {f"{OTK}:a": sign_json({"key": "another"}, alice.user_id or "", device.key)}
-    error(alice.post(f"{KEYS}/upload", {"one_time_keys": other}), 400, "M_INVALID_PARAM")
+    assert_error(alice.post(f"{KEYS}/upload", {"one_time_keys": other}), 400, "M_INVALID_PARAM")
     assert device.upload() == {"one_time_key_counts": {OTK: 1}}
 
 
@@ -241,7 +231,7 @@ def test_users_of_other_servers_are_failures_not_errors(alice: Client, bob: Clie
     ],
 )
 def test_query_and_claim_validate_their_bodies(alice: Client, path: str, body: dict[str, Any], errcode: str) -> None:
-    error(alice.post(f"{KEYS}/{path}", body), 400, errcode)
+    assert_error(alice.post(f"{KEYS}/{path}", body), 400, errcode)
 
 
 # -- device list changes --------------------------------------------------------------------------------
@@ -290,7 +280,7 @@ def test_key_changes_name_who_joined_and_who_left(
 )
 def test_key_changes_need_two_sync_tokens(alice: Client, params: dict[str, str]) -> None:
     response = alice.get(f"{KEYS}/changes", params=params)
-    error(response, 400, "M_MISSING_PARAM" if "to" not in params else "M_INVALID_PARAM")
+    assert_error(response, 400, "M_MISSING_PARAM" if "to" not in params else "M_INVALID_PARAM")
 
 
 def test_a_deleted_device_takes_its_keys_with_it(server: ServerProcess, alice: Client, bob: Client) -> None:
@@ -378,9 +368,9 @@ def test_a_new_self_signing_key_may_be_signed_by_the_stored_master_key(alice: Cl
 def test_keys_must_be_signed_by_the_master_key(alice: Client) -> None:
     keys, stranger = CrossSigning(alice.user_id or ""), CrossSigning(alice.user_id or "")
     body = {"master_key": keys.master_key, "self_signing_key": stranger.self_signing_key}
-    error(upload_cross_signing(alice, body), 400, "M_INVALID_SIGNATURE")
+    assert_error(upload_cross_signing(alice, body), 400, "M_INVALID_SIGNATURE")
     unsigned = {**keys.user_signing_key, "signatures": {}}
-    error(
+    assert_error(
         upload_cross_signing(alice, {"master_key": keys.master_key, "user_signing_key": unsigned}),
         400,
         "M_INVALID_SIGNATURE",
@@ -389,26 +379,26 @@ def test_keys_must_be_signed_by_the_master_key(alice: Client) -> None:
 
 def test_cross_signing_keys_without_a_master_key_are_refused(alice: Client) -> None:
     keys = CrossSigning(alice.user_id or "")
-    error(upload_cross_signing(alice, {"self_signing_key": keys.self_signing_key}), 400, "M_MISSING_PARAM")
-    error(upload_cross_signing(alice, {}), 400, "M_MISSING_PARAM")
+    assert_error(upload_cross_signing(alice, {"self_signing_key": keys.self_signing_key}), 400, "M_MISSING_PARAM")
+    assert_error(upload_cross_signing(alice, {}), 400, "M_MISSING_PARAM")
 
 
 def test_cross_signing_keys_must_be_the_users_own_and_well_formed(alice: Client, bob: Client) -> None:
-    error(upload_cross_signing(alice, CrossSigning(bob.user_id or "").body()), 400, "M_INVALID_PARAM")
+    assert_error(upload_cross_signing(alice, CrossSigning(bob.user_id or "").body()), 400, "M_INVALID_PARAM")
     keys = CrossSigning(alice.user_id or "")
     wrong_usage = {**keys.master_key, "usage": ["self_signing"]}
-    error(upload_cross_signing(alice, {"master_key": wrong_usage}), 400, "M_INVALID_PARAM")
+    assert_error(upload_cross_signing(alice, {"master_key": wrong_usage}), 400, "M_INVALID_PARAM")
     two_keys = {**keys.master_key, "keys": {"ed25519:a": "a", "ed25519:b": "b"}}
-    error(upload_cross_signing(alice, {"master_key": two_keys}), 400, "M_BAD_JSON")
+    assert_error(upload_cross_signing(alice, {"master_key": two_keys}), 400, "M_BAD_JSON")
     not_a_key = {**keys.master_key, "keys": {"ed25519:abc": "abc"}}
-    error(upload_cross_signing(alice, {"master_key": not_a_key}), 400, "M_INVALID_PARAM")
+    assert_error(upload_cross_signing(alice, {"master_key": not_a_key}), 400, "M_INVALID_PARAM")
     assert query(bob, {alice.user_id: []})["master_keys"] == {}
 
 
 def test_a_cross_signing_key_may_not_have_a_device_id(server: ServerProcess, alice: Client) -> None:
     keys = CrossSigning(alice.user_id or "")
     second_login(server, alice, device_id=keys.master.version)
-    error(upload_cross_signing(alice, {"master_key": keys.master_key}), 403, "M_FORBIDDEN")
+    assert_error(upload_cross_signing(alice, {"master_key": keys.master_key}), 403, "M_FORBIDDEN")
 
 
 # -- signatures -----------------------------------------------------------------------------------------
@@ -482,6 +472,6 @@ def test_a_device_may_sign_its_users_master_key(alice: Client, bob: Client) -> N
 
 
 def test_signature_uploads_validate_their_body(alice: Client) -> None:
-    error(alice.post(f"{KEYS}/signatures/upload", {"nobody": {}}), 400, "M_INVALID_PARAM")
-    error(alice.post(f"{KEYS}/signatures/upload", {alice.user_id: {"KEY": "x"}}), 400, "M_BAD_JSON")
-    error(alice.post(f"{KEYS}/signatures/upload", {alice.user_id: []}), 400, "M_BAD_JSON")
+    assert_error(alice.post(f"{KEYS}/signatures/upload", {"nobody": {}}), 400, "M_INVALID_PARAM")
+    assert_error(alice.post(f"{KEYS}/signatures/upload", {alice.user_id: {"KEY": "x"}}), 400, "M_BAD_JSON")
+    assert_error(alice.post(f"{KEYS}/signatures/upload", {alice.user_id: []}), 400, "M_BAD_JSON")

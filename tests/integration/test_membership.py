@@ -6,24 +6,17 @@ from typing import Any
 import pytest
 import requests
 
-from tests.client import Client, RoomClient, quote
+from tests.client import Client, RoomClient, assert_error, ok, quote
 from tests.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
 
 
-def assert_error(response: requests.Response, status: int, errcode: str) -> str:
+def assert_error_with_message(response: requests.Response, status: int, errcode: str) -> str:
     """Asserts the error and returns its message, which must say something."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["errcode"] == errcode, response.text
+    body = assert_error(response, status, errcode)
     assert body.get("error"), response.text
     return body["error"]
-
-
-def ok(response: requests.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def act(user: Client, room: str, action: str, **body: Any) -> requests.Response:
@@ -97,26 +90,28 @@ def test_join_twice_is_fine(alice: RoomClient, bob: RoomClient) -> None:
 
 
 def test_join_unknown_room_or_alias_is_not_found(server: ServerProcess, bob: RoomClient) -> None:
-    assert_error(join(bob, "!unknown:localhost"), 404, "M_NOT_FOUND")
-    assert_error(join(bob, f"#unknown{uuid.uuid4().hex}:{server.config['server_name']}"), 404, "M_NOT_FOUND")
+    assert_error_with_message(join(bob, "!unknown:localhost"), 404, "M_NOT_FOUND")
+    assert_error_with_message(
+        join(bob, f"#unknown{uuid.uuid4().hex}:{server.config['server_name']}"), 404, "M_NOT_FOUND"
+    )
 
 
 def test_join_of_other_servers_alias_needs_federation(bob: RoomClient) -> None:
-    assert_error(join(bob, "#room:example.org"), 404, "M_UNRECOGNIZED")
+    assert_error_with_message(join(bob, "#room:example.org"), 404, "M_UNRECOGNIZED")
 
 
 def test_join_needs_a_room_id_or_alias(bob: RoomClient) -> None:
-    assert_error(join(bob, "room"), 400, "M_INVALID_PARAM")
+    assert_error_with_message(join(bob, "room"), 400, "M_INVALID_PARAM")
 
 
 def test_join_needs_a_token(alice: RoomClient, anon: Client) -> None:
     room = alice.create_room(preset="public_chat")
-    assert_error(join(anon, room), 401, "M_MISSING_TOKEN")
+    assert_error_with_message(join(anon, room), 401, "M_MISSING_TOKEN")
 
 
 def test_invite_only_room_refuses_uninvited_with_a_reason(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="private_chat")
-    assert_error(join(bob, room), 403, "M_FORBIDDEN")
+    assert_error_with_message(join(bob, room), 403, "M_FORBIDDEN")
     assert room not in joined_rooms(bob)
 
 
@@ -137,45 +132,47 @@ def test_invited_user_joins_invite_only_room(alice: RoomClient, bob: RoomClient)
 def test_invite_of_unknown_user_is_not_found(server: ServerProcess, alice: RoomClient) -> None:
     room = alice.create_room()
     user = f"@nobody{uuid.uuid4().hex[:8]}:{server.config['server_name']}"
-    assert_error(act(alice, room, "invite", user_id=user), 404, "M_NOT_FOUND")
+    assert_error_with_message(act(alice, room, "invite", user_id=user), 404, "M_NOT_FOUND")
 
 
 def test_invite_of_remote_user_needs_federation(alice: RoomClient) -> None:
-    assert_error(act(alice, alice.create_room(), "invite", user_id="@bob:example.org"), 404, "M_UNRECOGNIZED")
+    assert_error_with_message(
+        act(alice, alice.create_room(), "invite", user_id="@bob:example.org"), 404, "M_UNRECOGNIZED"
+    )
 
 
 def test_invite_needs_a_valid_user_id(alice: RoomClient) -> None:
     room = alice.create_room()
-    assert_error(act(alice, room, "invite", user_id="bob"), 400, "M_INVALID_PARAM")
-    assert_error(act(alice, room, "invite"), 400, "M_MISSING_PARAM")
+    assert_error_with_message(act(alice, room, "invite", user_id="bob"), 400, "M_INVALID_PARAM")
+    assert_error_with_message(act(alice, room, "invite"), 400, "M_MISSING_PARAM")
 
 
 def test_invite_of_member_is_refused(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="public_chat")
     bob.join(room)
-    assert_error(act(alice, room, "invite", user_id=bob.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(alice, room, "invite", user_id=bob.user_id), 403, "M_FORBIDDEN")
 
 
 def test_non_member_cannot_invite(alice: RoomClient, bob: RoomClient, carol: RoomClient) -> None:
     room = alice.create_room(preset="private_chat")
-    assert_error(act(bob, room, "invite", user_id=carol.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(bob, room, "invite", user_id=carol.user_id), 403, "M_FORBIDDEN")
 
 
 def test_invite_to_unknown_room_is_not_found(alice: RoomClient, bob: RoomClient) -> None:
-    assert_error(act(alice, "!unknown:localhost", "invite", user_id=bob.user_id), 404, "M_NOT_FOUND")
+    assert_error_with_message(act(alice, "!unknown:localhost", "invite", user_id=bob.user_id), 404, "M_NOT_FOUND")
 
 
 def test_invitee_rejects_by_leaving(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="private_chat", invite=[bob.user_id])
     ok(act(bob, room, "leave"))
     assert membership(alice, room, bob) == "leave"
-    assert_error(join(bob, room), 403, "M_FORBIDDEN")
+    assert_error_with_message(join(bob, room), 403, "M_FORBIDDEN")
 
 
 def test_inviter_can_rescind_invite_by_kicking(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="private_chat", invite=[bob.user_id])
     ok(act(alice, room, "kick", user_id=bob.user_id))
-    assert_error(join(bob, room), 403, "M_FORBIDDEN")
+    assert_error_with_message(join(bob, room), 403, "M_FORBIDDEN")
 
 
 # -- leaving and forgetting ------------------------------------------------------------------------------
@@ -191,14 +188,14 @@ def test_leave_removes_from_joined_rooms(alice: RoomClient, bob: RoomClient) -> 
 
 def test_leave_a_room_one_is_not_in_is_refused(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="public_chat")
-    assert_error(act(bob, room, "leave"), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(bob, room, "leave"), 403, "M_FORBIDDEN")
     bob.join(room)
     bob.leave(room)
-    assert_error(act(bob, room, "leave"), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(bob, room, "leave"), 403, "M_FORBIDDEN")
 
 
 def test_leave_unknown_room_is_not_found(bob: RoomClient) -> None:
-    assert_error(act(bob, "!unknown:localhost", "leave"), 404, "M_NOT_FOUND")
+    assert_error_with_message(act(bob, "!unknown:localhost", "leave"), 404, "M_NOT_FOUND")
 
 
 def test_rejoin_after_leaving(alice: RoomClient, bob: RoomClient) -> None:
@@ -221,17 +218,17 @@ def test_forget_after_leaving(alice: RoomClient, bob: RoomClient) -> None:
 def test_forget_while_joined_is_refused(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="public_chat")
     bob.join(room)
-    assert_error(act(bob, room, "forget"), 400, "M_UNKNOWN")
+    assert_error_with_message(act(bob, room, "forget"), 400, "M_UNKNOWN")
     assert room in joined_rooms(bob)
 
 
 def test_forget_while_invited_is_refused(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(invite=[bob.user_id])
-    assert_error(act(bob, room, "forget"), 400, "M_UNKNOWN")
+    assert_error_with_message(act(bob, room, "forget"), 400, "M_UNKNOWN")
 
 
 def test_forget_a_room_never_joined_is_not_found(alice: RoomClient, bob: RoomClient) -> None:
-    assert_error(act(bob, alice.create_room(), "forget"), 404, "M_NOT_FOUND")
+    assert_error_with_message(act(bob, alice.create_room(), "forget"), 404, "M_NOT_FOUND")
 
 
 def test_banned_user_may_forget(alice: RoomClient, bob: RoomClient) -> None:
@@ -257,8 +254,8 @@ def test_normal_member_cannot_kick_or_ban(alice: RoomClient, bob: RoomClient, ca
     room = alice.create_room(preset="public_chat")
     bob.join(room)
     carol.join(room)
-    assert_error(act(bob, room, "kick", user_id=carol.user_id), 403, "M_FORBIDDEN")
-    assert_error(act(bob, room, "ban", user_id=carol.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(bob, room, "kick", user_id=carol.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(bob, room, "ban", user_id=carol.user_id), 403, "M_FORBIDDEN")
     assert membership(alice, room, carol) == "join"
 
 
@@ -266,8 +263,8 @@ def test_moderator_cannot_kick_higher_power(alice: RoomClient, bob: RoomClient) 
     room = alice.create_room(room_version="10", preset="public_chat")
     alice.send_state(room, "m.room.power_levels", {"users": {alice.user_id: 100, bob.user_id: 50}})
     bob.join(room)
-    assert_error(act(bob, room, "kick", user_id=alice.user_id), 403, "M_FORBIDDEN")
-    assert_error(act(bob, room, "ban", user_id=alice.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(bob, room, "kick", user_id=alice.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(bob, room, "ban", user_id=alice.user_id), 403, "M_FORBIDDEN")
 
 
 def test_moderator_kicks_lower_power(alice: RoomClient, bob: RoomClient, carol: RoomClient) -> None:
@@ -280,7 +277,7 @@ def test_moderator_kicks_lower_power(alice: RoomClient, bob: RoomClient, carol: 
 
 def test_kick_of_non_member_is_refused(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="public_chat")
-    assert_error(act(alice, room, "kick", user_id=bob.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(alice, room, "kick", user_id=bob.user_id), 403, "M_FORBIDDEN")
 
 
 def test_banned_user_cannot_join(alice: RoomClient, bob: RoomClient) -> None:
@@ -289,19 +286,19 @@ def test_banned_user_cannot_join(alice: RoomClient, bob: RoomClient) -> None:
     ok(act(alice, room, "ban", user_id=bob.user_id, reason="spam"))
     assert room not in joined_rooms(bob)
     assert member(alice, room, bob) == {"membership": "ban", "reason": "spam"}
-    assert_error(join(bob, room), 403, "M_FORBIDDEN")
+    assert_error_with_message(join(bob, room), 403, "M_FORBIDDEN")
 
 
 def test_banned_user_cannot_be_invited(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room()
     ok(act(alice, room, "ban", user_id=bob.user_id))
-    assert_error(act(alice, room, "invite", user_id=bob.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(alice, room, "invite", user_id=bob.user_id), 403, "M_FORBIDDEN")
 
 
 def test_ban_before_joining(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="public_chat")
     ok(act(alice, room, "ban", user_id=bob.user_id))
-    assert_error(join(bob, room), 403, "M_FORBIDDEN")
+    assert_error_with_message(join(bob, room), 403, "M_FORBIDDEN")
 
 
 def test_unban_lets_the_user_back(alice: RoomClient, bob: RoomClient) -> None:
@@ -316,21 +313,21 @@ def test_unban_lets_the_user_back(alice: RoomClient, bob: RoomClient) -> None:
 def test_unban_of_user_not_banned_is_refused(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(preset="public_chat")
     bob.join(room)
-    assert_error(act(alice, room, "unban", user_id=bob.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(alice, room, "unban", user_id=bob.user_id), 403, "M_FORBIDDEN")
 
 
 def test_normal_member_cannot_unban(alice: RoomClient, bob: RoomClient, carol: RoomClient) -> None:
     room = alice.create_room(preset="public_chat")
     bob.join(room)
     ok(act(alice, room, "ban", user_id=carol.user_id))
-    assert_error(act(bob, room, "unban", user_id=carol.user_id), 403, "M_FORBIDDEN")
+    assert_error_with_message(act(bob, room, "unban", user_id=carol.user_id), 403, "M_FORBIDDEN")
 
 
 def test_ban_of_malformed_user_id_is_refused(alice: RoomClient) -> None:
     room = alice.create_room()
-    assert_error(act(alice, room, "ban", user_id="not a user"), 400, "M_INVALID_PARAM")
-    assert_error(act(alice, room, "kick", user_id="not a user"), 400, "M_INVALID_PARAM")
-    assert_error(act(alice, room, "unban", user_id="not a user"), 400, "M_INVALID_PARAM")
+    assert_error_with_message(act(alice, room, "ban", user_id="not a user"), 400, "M_INVALID_PARAM")
+    assert_error_with_message(act(alice, room, "kick", user_id="not a user"), 400, "M_INVALID_PARAM")
+    assert_error_with_message(act(alice, room, "unban", user_id="not a user"), 400, "M_INVALID_PARAM")
 
 
 # -- knocking --------------------------------------------------------------------------------------------
@@ -359,7 +356,7 @@ def test_knock_by_alias(server: ServerProcess, alice: RoomClient, bob: RoomClien
 def test_knock_does_not_let_one_in(alice: RoomClient, bob: RoomClient) -> None:
     room = knock_room(alice)
     ok(knock(bob, room))
-    assert_error(join(bob, room), 403, "M_FORBIDDEN")
+    assert_error_with_message(join(bob, room), 403, "M_FORBIDDEN")
 
 
 def test_knocker_can_be_refused_by_kick(alice: RoomClient, bob: RoomClient) -> None:
@@ -378,26 +375,26 @@ def test_knocker_can_withdraw_by_leaving(alice: RoomClient, bob: RoomClient) -> 
 
 def test_knock_refused_before_room_version_7(alice: RoomClient, bob: RoomClient) -> None:
     room = alice.create_room(room_version="6")
-    assert_error(knock(bob, room), 403, "M_FORBIDDEN")
+    assert_error_with_message(knock(bob, room), 403, "M_FORBIDDEN")
 
 
 def test_knock_on_a_room_without_knock_join_rule_is_refused(alice: RoomClient, bob: RoomClient) -> None:
-    assert_error(knock(bob, alice.create_room(preset="private_chat")), 403, "M_FORBIDDEN")
-    assert_error(knock(bob, alice.create_room(preset="public_chat")), 403, "M_FORBIDDEN")
+    assert_error_with_message(knock(bob, alice.create_room(preset="private_chat")), 403, "M_FORBIDDEN")
+    assert_error_with_message(knock(bob, alice.create_room(preset="public_chat")), 403, "M_FORBIDDEN")
 
 
 def test_knock_by_member_is_refused(alice: RoomClient) -> None:
-    assert_error(knock(alice, knock_room(alice)), 403, "M_FORBIDDEN")
+    assert_error_with_message(knock(alice, knock_room(alice)), 403, "M_FORBIDDEN")
 
 
 def test_knock_on_unknown_room_is_not_found(bob: RoomClient) -> None:
-    assert_error(knock(bob, "!unknown:localhost"), 404, "M_NOT_FOUND")
+    assert_error_with_message(knock(bob, "!unknown:localhost"), 404, "M_NOT_FOUND")
 
 
 def test_banned_user_cannot_knock(alice: RoomClient, bob: RoomClient) -> None:
     room = knock_room(alice)
     ok(act(alice, room, "ban", user_id=bob.user_id))
-    assert_error(knock(bob, room), 403, "M_FORBIDDEN")
+    assert_error_with_message(knock(bob, room), 403, "M_FORBIDDEN")
 
 
 # -- joined_rooms ----------------------------------------------------------------------------------------
@@ -416,4 +413,4 @@ def test_joined_rooms_lists_only_joined(alice: RoomClient, bob: RoomClient) -> N
 
 
 def test_joined_rooms_needs_a_token(anon: Client) -> None:
-    assert_error(anon.get(f"{V3}/joined_rooms"), 401, "M_MISSING_TOKEN")
+    assert_error_with_message(anon.get(f"{V3}/joined_rooms"), 401, "M_MISSING_TOKEN")

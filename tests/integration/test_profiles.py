@@ -6,20 +6,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.client import Client, RoomClient, quote
+from tests.client import Client, RoomClient, assert_error, ok, quote
 from tests.server import ServerProcess
 
 PROFILE = "/_matrix/client/v3/profile"
-
-
-def assert_error(response: requests.Response, status: int, errcode: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["errcode"] == errcode, response.text
-
-
-def ok(response: requests.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def set_field(user: Client, field: str, value: Any, target: str | None = None) -> requests.Response:
@@ -165,5 +155,7 @@ def test_new_room_and_join_carry_the_profile(alice: RoomClient, bob: RoomClient)
     assert member(alice, room, alice) == {"membership": "join", "displayname": "Creator"}
     localpart = bob.user_id[1:].split(":")[0]
     assert member(alice, room, bob) == {
-        "membership": "join", "displayname": localpart, "avatar_url": "mxc://localhost/joiner"
+        "membership": "join",
+        "displayname": localpart,
+        "avatar_url": "mxc://localhost/joiner",
     }

@@ -1,7 +1,7 @@
 """Receipts and read markers over HTTP, read back through the store's functions sync uses (in this
 process, on the running server's own database)."""
 
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,27 +11,9 @@ from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.database import Database
 from homeserver.storage.engines import create_engine
 from homeserver.storage.receipts import ReceiptStore
-from tests.client import RoomClient, quote
+from tests.client import RoomClient, error, ok, quote
+from tests.inline import resolve
 from tests.server import ServerProcess
-
-
-def ok(response: Any) -> Any:
-    assert response.status_code == 200, f"{response.status_code} {response.text}"
-    return response.json()
-
-
-def error(response: Any, status: int) -> str:
-    assert response.status_code == status, f"{response.status_code} {response.text}"
-    return response.json()["errcode"]
-
-
-def run(coroutine: Coroutine) -> Any:
-    """The result of a store call; without a reactor its transactions run inline, so it never waits."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    raise AssertionError("the coroutine waited on something")
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +51,8 @@ def shared_room(alice: RoomClient, bob: RoomClient, messages: int = 3) -> tuple[
 
 
 def receipts(store: ReceiptStore, room_id: str, viewer: RoomClient, after: int | None = None) -> dict[str, Any]:
-    upto = run(store.current_position())
-    return run(store.receipts_for_rooms([room_id], after, upto, viewer.user_id or "")).get(room_id, {})
+    upto = resolve(store.current_position())
+    return resolve(store.receipts_for_rooms([room_id], after, upto, viewer.user_id or "")).get(room_id, {})
 
 
 # -- receipts -----------------------------------------------------------------------------------
@@ -135,24 +117,24 @@ def test_private_receipt_is_shown_to_its_owner_only(alice: RoomClient, bob: Room
 def test_receipts_are_read_by_range_of_positions(alice: RoomClient, bob: RoomClient, store: ReceiptStore) -> None:
     room, (first, _, last) = shared_room(alice, bob)
     ok(post_receipt(alice, room, first, body={}))
-    between = run(store.current_position())
+    between = resolve(store.current_position())
     ok(post_receipt(bob, room, last, body={}))
     assert list(receipts(store, room, alice, after=between)) == [last]
     assert set(receipts(store, room, alice)) == {first, last}
-    assert receipts(store, room, alice, after=run(store.current_position())) == {}
-    assert run(store.receipts_for_rooms([room], None, between, alice.user_id or ""))[room].keys() == {first}
+    assert receipts(store, room, alice, after=resolve(store.current_position())) == {}
+    assert resolve(store.receipts_for_rooms([room], None, between, alice.user_id or ""))[room].keys() == {first}
 
 
 def test_read_position_is_the_furthest_public_or_private_receipt(
     alice: RoomClient, bob: RoomClient, store: ReceiptStore
 ) -> None:
     room, (first, second, last) = shared_room(alice, bob)
-    assert run(store.read_position(bob.user_id or "", room)) is None
+    assert resolve(store.read_position(bob.user_id or "", room)) is None
     ok(post_receipt(bob, room, second, "m.read.private", {}))
     ok(post_receipt(bob, room, first, body={}))
-    assert run(store.read_position(bob.user_id or "", room)) == second
+    assert resolve(store.read_position(bob.user_id or "", room)) == second
     ok(post_receipt(bob, room, last, body={"thread_id": "main"}))
-    assert run(store.read_position(bob.user_id or "", room)) == last
+    assert resolve(store.read_position(bob.user_id or "", room)) == last
 
 
 def test_receipt_errors(alice: RoomClient, bob: RoomClient, carol: RoomClient) -> None:
@@ -233,5 +215,5 @@ def test_fully_read_cannot_be_set_as_account_data(alice: RoomClient, bob: RoomCl
     path = f"/_matrix/client/v3/user/{quote(bob.user_id or '')}/rooms/{quote(room)}/account_data/m.fully_read"
     assert error(bob.put(path, {"event_id": first}), 405) == "M_BAD_JSON"
     ok(read_markers(bob, room, {"m.fully_read": first}))
-    changed = run(AccountDataStore(database).room_account_data(bob.user_id or "", None, 1 << 62))
+    changed = resolve(AccountDataStore(database).room_account_data(bob.user_id or "", None, 1 << 62))
     assert changed == {room: {"m.fully_read": {"event_id": first}}}

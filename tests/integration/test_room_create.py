@@ -6,18 +6,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.client import Client, RoomClient, quote
+from tests.client import Client, RoomClient, assert_error, quote
 from tests.server import ServerProcess
 
 CREATE = "/_matrix/client/v3/createRoom"
 ROOMS = "/_matrix/client/v3/rooms"
 PUBLIC_ROOMS = "/_matrix/client/v3/publicRooms"
 ALL_VERSIONS = [str(n) for n in range(1, 13)]
-
-
-def assert_error(response: requests.Response, status: int, errcode: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["errcode"] == errcode, response.text
 
 
 def join(user: Client, room: str) -> requests.Response:

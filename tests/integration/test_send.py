@@ -6,7 +6,7 @@ import uuid
 import pytest
 import requests
 
-from tests.client import Client, RoomClient, quote
+from tests.client import Client, RoomClient, assert_error, quote
 from tests.integration.servers import at_once
 from tests.server import ServerProcess
 
@@ -26,11 +26,6 @@ def event_id_of(response: requests.Response) -> str:
     event_id = response.json()["event_id"]
     assert isinstance(event_id, str) and event_id.startswith("$")
     return event_id
-
-
-def assert_error(response: requests.Response, status: int, errcode: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["errcode"] == errcode, response.text
 
 
 def second_device(server: ServerProcess, user: RoomClient) -> RoomClient:

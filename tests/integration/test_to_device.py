@@ -11,8 +11,8 @@ import requests
 from homeserver.app import HomeServer
 from homeserver.config import load_config
 from tests.client import Client, RoomClient
+from tests.inline import resolve
 from tests.server import ServerProcess
-from tests.storage.conftest import resolve
 
 SEND = "/_matrix/client/v3/sendToDevice"
 

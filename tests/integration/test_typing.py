@@ -3,17 +3,7 @@ request. What others see of it comes through /sync; expiry is in tests/unit/test
 
 from typing import Any
 
-from tests.client import RoomClient, quote
-
-
-def ok(response: Any) -> Any:
-    assert response.status_code == 200, f"{response.status_code} {response.text}"
-    return response.json()
-
-
-def error(response: Any, status: int) -> str:
-    assert response.status_code == status, f"{response.status_code} {response.text}"
-    return response.json()["errcode"]
+from tests.client import RoomClient, error, ok, quote
 
 
 def typing(client: RoomClient, room_id: str, body: Any, user_id: str | None = None, **kwargs: Any) -> Any:

@@ -1,21 +1,16 @@
 """History visibility as a client sees it through every read: /messages, /context, /event, /state,
 /members."""
 
-import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from homeserver.app import HomeServer
-from homeserver.config.options import DatabaseConfig, HomeserverConfig
 from homeserver.core.requester import Requester
 from homeserver.handlers.room_creation import CreateRoomRequest
-from tests.client import RoomClient, quote
-from tests.integration.test_room_reads import error, ok, paginate
-from tests.server import database_config
-from tests.storage.conftest import resolve
+from tests.client import RoomClient, error, ok, quote
+from tests.inline import inline_server, resolve
+from tests.integration.test_room_reads import paginate
 
 
 def room_with_visibility(alice: RoomClient, visibility: str) -> str:
@@ -169,23 +164,6 @@ def public_room_named(alice: RoomClient, name: str) -> str:
 
 
 # -- cost -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def database_section(backend: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with database_config(backend, tmp_path) as section:
-        yield section
-
-
-def inline_server(database_section: dict[str, Any], tmp_path: Path) -> HomeServer:
-    config = dataclasses.replace(
-        HomeserverConfig(),
-        signing_key_path=str(tmp_path / "signing.key"),
-        database=DatabaseConfig(name=database_section["name"], args=database_section["args"]),
-    )
-    hs = HomeServer(config)  # no reactor: transactions run inline
-    resolve(hs.prepare_database())
-    return hs
 
 
 def test_a_page_of_a_busy_room_reads_two_state_entries_per_state_group(

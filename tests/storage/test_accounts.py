@@ -4,7 +4,7 @@ import pytest
 
 from homeserver.storage.accounts import AccountStore, UserExists
 from homeserver.storage.database import Database
-from tests.storage.conftest import resolve
+from tests.inline import resolve
 
 
 @pytest.fixture

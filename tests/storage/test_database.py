@@ -7,7 +7,7 @@ from twisted.internet import defer
 
 from homeserver.storage.database import Database, DatabaseBusy, Txn
 from homeserver.storage.migrations import SchemaError, migrate, migrations_dir, steps_for
-from tests.storage.conftest import resolve
+from tests.inline import resolve
 
 
 def test_migrations_are_recorded_and_not_reapplied(db: Database) -> None:

@@ -9,7 +9,7 @@ from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2e_keys import E2eKeyStore, OneTimeKeyConflict, Signature
 from homeserver.storage.events import TxnKey
 from homeserver.storage.to_device import ToDeviceStore
-from tests.storage.conftest import resolve
+from tests.inline import resolve
 
 ALICE, BOB = "@alice:t", "@bob:t"
 OTK = "signed_curve25519"

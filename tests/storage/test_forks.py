@@ -5,8 +5,7 @@ from typing import Any
 
 from homeserver.core.requester import Requester
 from homeserver.handlers.room_creation import CreateRoomRequest
-from tests.storage.conftest import resolve
-from tests.storage.test_lazy_state import inline_server
+from tests.inline import inline_server, resolve
 
 OWNER = Requester("@owner:localhost", "DEV")
 

@@ -1,27 +1,13 @@
 """Room state is read lazily: an auth check loads the few state pairs the rules need, never the room."""
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-from homeserver.app import HomeServer
-from homeserver.config.options import DatabaseConfig, HomeserverConfig
 from homeserver.core.requester import Requester
 from homeserver.handlers.room_creation import CreateRoomRequest
-from tests.storage.conftest import resolve
+from tests.inline import inline_server, resolve
 
 MEMBERS = 5000
-
-
-def inline_server(database_section: dict[str, Any], tmp_path: Path) -> HomeServer:
-    config = dataclasses.replace(
-        HomeserverConfig(),
-        signing_key_path=str(tmp_path / "signing.key"),
-        database=DatabaseConfig(name=database_section["name"], args=database_section["args"]),
-    )
-    hs = HomeServer(config)  # no reactor: transactions run inline
-    resolve(hs.prepare_database())
-    return hs
 
 
 def test_auth_check_in_a_room_of_5000_members_loads_a_handful_of_events(

@@ -4,14 +4,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from homeserver.core.errors import MatrixError
 from homeserver.core.requester import Requester
 from homeserver.handlers.notifier import Notifier
 from homeserver.handlers.typing import MAX_TIMEOUT_MS, TypingHandler
+from tests.inline import resolve
 
 ROOM = "!room:example.org"
 OTHER_ROOM = "!other:example.org"
@@ -38,15 +37,6 @@ def clock() -> Clock:
 def handler(clock: Clock) -> TypingHandler:
     rooms: Any = Memberships({ROOM: {ALICE, BOB}, OTHER_ROOM: {ALICE}})
     return TypingHandler(clock, rooms)
-
-
-def result(awaitable: Any) -> Any:
-    results: list[Any] = []
-    defer.ensureDeferred(awaitable).addBoth(results.append)
-    assert results, "the coroutine waited on something"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def test_typing_shows_until_the_timeout_passes(handler: TypingHandler, clock: Clock) -> None:
@@ -138,13 +128,13 @@ def test_changes_wake_the_rooms_members(clock: Clock) -> None:
 
 def test_set_typing_only_for_yourself_in_a_joined_room(handler: TypingHandler) -> None:
     alice, bob = Requester(ALICE, "A"), Requester(BOB, "B")
-    result(handler.set_typing(alice, ROOM, ALICE, True, None))
+    resolve(handler.set_typing(alice, ROOM, ALICE, True, None))
     assert handler.typing_in_room(ROOM) == [ALICE]
     with pytest.raises(MatrixError) as e:
-        result(handler.set_typing(bob, ROOM, ALICE, False, None))
+        resolve(handler.set_typing(bob, ROOM, ALICE, False, None))
     assert (e.value.code, e.value.errcode) == (403, "M_FORBIDDEN")
     with pytest.raises(MatrixError) as e:
-        result(handler.set_typing(bob, OTHER_ROOM, BOB, True, 1_000))
+        resolve(handler.set_typing(bob, OTHER_ROOM, BOB, True, 1_000))
     assert (e.value.code, e.value.errcode) == (403, "M_FORBIDDEN")
-    result(handler.set_typing(alice, ROOM, ALICE, False, None))
+    resolve(handler.set_typing(alice, ROOM, ALICE, False, None))
     assert handler.typing_in_room(ROOM) == []

@@ -271,3 +271,28 @@ def test_device_list_changes_of_room_mates_appear(alice: RoomClient, bob: RoomCl
     assert bob.user_id in body["device_lists"]["changed"]
     bob.leave(room)
     assert bob.user_id in sync(alice, body["next_batch"], timeout=5000)["device_lists"]["left"]
+
+
+def test_full_state_sends_the_whole_state_again(alice: RoomClient) -> None:
+    room = alice.create_room(name="whole")
+    for n in range(12):
+        alice.send_text(room, f"m{n}")
+    token = sync(alice)["next_batch"]
+    alice.send_text(room, "one more")
+    incremental = joined(sync(alice, token), room)
+    assert incremental["state"]["events"] == []
+    full = joined(sync(alice, token, full_state="true"), room)
+    assert {"m.room.create", "m.room.name", "m.room.member"} <= {e["type"] for e in full["state"]["events"]}
+
+
+def test_include_leave_brings_left_rooms_into_an_initial_sync(alice: RoomClient, bob: RoomClient) -> None:
+    room = alice.create_room(preset="public_chat")
+    bob.join(room)
+    bob.leave(room)
+    assert room not in sync(bob)["rooms"]["leave"]
+    left = sync(bob, filter={"room": {"include_leave": True}})["rooms"]["leave"][room]
+    assert left["timeline"]["events"][-1]["content"]["membership"] == "leave"
+    # After leaving, what others say is not delivered.
+    token = sync(bob)["next_batch"]
+    alice.send_text(room, "bob is gone")
+    assert room not in sync(bob, token)["rooms"]["join"]

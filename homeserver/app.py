@@ -42,6 +42,7 @@ from homeserver.handlers.messages import MessageHandler
 from homeserver.handlers.notifier import Notifier
 from homeserver.handlers.passwords import PasswordHasher
 from homeserver.handlers.profiles import ProfileHandler
+from homeserver.handlers.push import PushActionsBuilder
 from homeserver.handlers.ratelimit import RateLimiter
 from homeserver.handlers.receipts import ReceiptHandler
 from homeserver.handlers.registration import RegistrationHandler
@@ -69,6 +70,7 @@ from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.migrations import migrate
 from homeserver.storage.profiles import ProfileStore
+from homeserver.storage.push import PushStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
@@ -153,7 +155,11 @@ class HomeServer:
         self.notifier = Notifier(self.reactor, lambda room_id: self.rooms.member_event_ids(room_id, None))
         self.room_sender.notify_room = self.notifier.notify_room
         self.filters = FilterStore(self.db)
+        self.push_store = PushStore(self.db)
+        self.room_sender.push = PushActionsBuilder(self.rooms, self.events)
+        self.receipts.push = self.push_store
         self.sync_sources = SyncSources(
+            push=self.push_store,
             receipts=self.receipts,
             typing=self.typing,
             account_data=self.account_data,
@@ -238,6 +244,7 @@ class HomeServer:
         budget = compute_budget(admission_config.fd_reserve, database_fds(self.config.database))
         limits = derive_limits(admission_config, budget)
         self.admission = AdmissionController(limits, admission_config.retry_after_ms)
+        self.admission.watch_database(lambda: self.db.waiting / self.db.max_waiting)
         logger.info(
             "descriptor limit %d: %d for connections (evicting idle ones above %d), %d requests and %d long-polls "
             "at once",

@@ -15,6 +15,7 @@ from homeserver.handlers.account_data import FULLY_READ, AccountDataHandler
 from homeserver.handlers.notifier import Notifier
 from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.storage.events import EventStore, TimelineRow
+from homeserver.storage.push import PushStore
 from homeserver.storage.receipts import MAIN_THREAD, READ, READ_PRIVATE, Receipt, ReceiptStore
 
 RECEIPT_TYPES = (READ, READ_PRIVATE)
@@ -36,6 +37,7 @@ class ReceiptHandler:
         self._events = events
         self._visibility = visibility
         self.notifier = notifier
+        self.push: PushStore | None = None  # unread counts, moved by m.read receipts (set by the app)
 
     # -- the client API -----------------------------------------------------------------------
 
@@ -89,7 +91,11 @@ class ReceiptHandler:
         receipt = Receipt(
             room_id, receipt_type, user_id, thread_id, row.event_id, row.stream_ordering, int(time.time() * 1000)
         )
-        if await self._store.put(receipt) is None or self.notifier is None:
+        stored = await self._store.put(receipt)
+        if self.push is not None and thread_id in (None, "main"):
+            # The counts go to zero at once (or to what is after the receipt); nothing is deleted here.
+            await self.push.mark_read(user_id, room_id, row.stream_ordering)
+        if stored is None or self.notifier is None:
             return
         if receipt_type == READ_PRIVATE:
             self.notifier.notify_users([user_id])

@@ -19,6 +19,7 @@ from homeserver.core.event_builder import build_event
 from homeserver.core.events import Event
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.core.state_res import resolve_state
+from homeserver.handlers.push import PushActionsBuilder
 from homeserver.storage.events import EventStore, PersistedEvent, ResolvedState, TxnKey
 from homeserver.storage.rooms import RoomRecord, RoomStore
 from homeserver.storage.state import StateKey, StateStore
@@ -51,6 +52,7 @@ class RoomEventSender:
         self._locks: dict[str, DeferredLock] = {}
         # Wakes the room members' long-polling syncs once an event is stored (set by the app).
         self.notify_room: Callable[[str], Awaitable[None]] | None = None
+        self.push: PushActionsBuilder | None = None  # who an event notifies (set by the app)
 
     @asynccontextmanager
     async def room_lock(self, room_id: str):
@@ -109,7 +111,8 @@ class RoomEventSender:
             )
             check_auth(room_version, event, auth_state)
             delta = {(event.type, event.state_key): event.event_id} if event.is_state() else None
-            persisted = await self._events.persist(event, prev_group, delta, txn_key, resolved)
+            push_actions = await self.push.actions_for(room_version, event, auth_state) if self.push else []
+            persisted = await self._events.persist(event, prev_group, delta, txn_key, resolved, push_actions)
         await self.persisted(room_id)
         return persisted
 

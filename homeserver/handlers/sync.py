@@ -47,6 +47,7 @@ class Positioned(Protocol):
 class SyncSources:
     """The per-user streams other handlers keep; each may be absent (its part of sync stays empty)."""
 
+    push: Any = None  # unread_counts(user_id) -> {room_id: (notifications, highlights)}
     receipts: Any = None  # receipts_for_rooms(room_ids, after, upto, user_id), current_position()
     typing: Any = None  # typing_position(), typing_in_room(room_id), rooms_changed_since(position)
     account_data: Any = None  # global_account_data / room_account_data(user_id, after, upto)
@@ -169,9 +170,15 @@ class SyncHandler:
             if full or room_id in changed_rooms or room_id in ephemeral_rooms:
                 plans.append(RoomPlan(room_id, full, upto.events))
         rooms: dict[str, dict] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+        counts = await self.sources.push.unread_counts(user_id) if self.sources.push is not None else {}
         for plan in plans:
             section = await self._joined_room(request, plan, since, upto)
             if section is not None:
+                notifications, highlights = counts.get(plan.room_id, (0, 0))
+                section["unread_notifications"] = {
+                    "notification_count": notifications,
+                    "highlight_count": highlights,
+                }
                 rooms["join"][plan.room_id] = section
         for membership, key in (("invite", "invite_state"), ("knock", "knock_state")):
             for room_id in await self._rooms.rooms_for_user(user_id, (membership,)):

@@ -12,6 +12,7 @@ from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.storage.database import Database, Txn
 from homeserver.storage.ids import current_id, next_id
 from homeserver.storage.lru import SizedLru
+from homeserver.storage.push import PushAction, record_push_actions_txn
 from homeserver.storage.state import StateKey, StateStore
 
 EVENT_CACHE_BYTES = 64 * 1024 * 1024
@@ -104,11 +105,14 @@ class EventStore:
         state_delta: dict[StateKey, str] | None,
         txn_key: TxnKey | None = None,
         resolved: "ResolvedState | None" = None,
+        push_actions: list[PushAction] | None = None,
     ) -> PersistedEvent:
         """Store `event` whose room state before it is `prev_group` (or, after a fork, the `resolved`
         state, written as a new group first). A state event passes its `state_delta` (a new group is
         written); any other event reuses the group before it."""
-        (persisted,) = await self.persist_batch([(event, state_delta)], prev_group, txn_key, resolved=resolved)
+        (persisted,) = await self.persist_batch(
+            [(event, state_delta)], prev_group, txn_key, resolved=resolved, push_actions=push_actions
+        )
         return persisted
 
     async def persist_batch(
@@ -118,11 +122,12 @@ class EventStore:
         txn_key: TxnKey | None = None,
         new_room: NewRoom | None = None,
         resolved: "ResolvedState | None" = None,
+        push_actions: list[PushAction] | None = None,
     ) -> list[PersistedEvent]:
         """Store consecutive events of one room in one transaction, each on the state left by the one
         before (a new room's initial events: the room exists whole or not at all)."""
         persisted = await self._db.run(
-            "events.persist", self._persist_txn, items, prev_group, txn_key, new_room, resolved
+            "events.persist", self._persist_txn, items, prev_group, txn_key, new_room, resolved, push_actions or []
         )
         for item in persisted:
             self._cache.put(item.event.event_id, item.event)
@@ -136,6 +141,7 @@ class EventStore:
         txn_key: TxnKey | None,
         new_room: "NewRoom | None",
         resolved: "ResolvedState | None",
+        push_actions: list[PushAction],
     ) -> list[PersistedEvent]:
         if txn_key is not None:
             # A retried send that raced the first one: keep exactly one event per transaction id.
@@ -177,6 +183,9 @@ class EventStore:
                 group = self._state.store_group_txn(txn, event.room_id, group, delta)
             assert group is not None, "an event needs a state group (the create event brings the first)"
             done.append(PersistedEvent(event, self._insert_event_txn(txn, event, group, bool(delta)), group))
+        if push_actions:  # a single new event's, counted in the same transaction that stores it
+            last = done[-1]
+            record_push_actions_txn(txn, last.event.room_id, last.event.event_id, last.stream_ordering, push_actions)
         if txn_key is not None:
             txn.execute(
                 "INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts)"

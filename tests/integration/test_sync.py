@@ -8,7 +8,7 @@ from typing import Any
 
 import requests
 
-from tests.client import Client, RoomClient, new_room_user, quote
+from tests.client import Client, RoomClient, new_room_user, ok, quote
 from tests.server import ServerProcess
 
 SYNC = "/_matrix/client/v3/sync"
@@ -296,3 +296,37 @@ def test_include_leave_brings_left_rooms_into_an_initial_sync(alice: RoomClient,
     token = sync(bob)["next_batch"]
     alice.send_text(room, "bob is gone")
     assert room not in sync(bob, token)["rooms"]["join"]
+
+
+def unread(client: RoomClient, room: str, since: str | None = None) -> dict[str, int]:
+    return joined(sync(client, since), room)["unread_notifications"]
+
+
+def test_unread_counts_rise_highlight_on_mentions_and_zero_on_a_receipt(alice: RoomClient, bob: RoomClient) -> None:
+    room = alice.create_room(preset="public_chat")
+    bob.join(room)
+    alice.send_text(room, "one")
+    alice.send_text(room, "two")
+    mention = {"msgtype": "m.text", "body": "hey bob", "m.mentions": {"user_ids": [bob.user_id]}}
+    mentioned = ok(alice.put(f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/mention1", mention))
+    notice = {"msgtype": "m.notice", "body": "a bot speaks"}
+    ok(alice.put(f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/notice1", notice))
+    assert unread(bob, room) == {"notification_count": 3, "highlight_count": 1}
+    assert unread(alice, room) == {"notification_count": 0, "highlight_count": 0}  # her own messages
+    token = sync(bob)["next_batch"]
+    path = f"/_matrix/client/v3/rooms/{quote(room)}/receipt/m.read/{quote(mentioned['event_id'])}"
+    assert bob.post(path, {}).status_code == 200
+    # The very next sync shows the new counts: only the notice came after, and notices are quiet.
+    assert unread(bob, room, token) == {"notification_count": 0, "highlight_count": 0}
+    alice.send_text(room, "three")
+    assert unread(bob, room) == {"notification_count": 1, "highlight_count": 0}
+
+
+def test_a_receipt_on_an_older_event_leaves_the_later_ones_counted(alice: RoomClient, bob: RoomClient) -> None:
+    room = alice.create_room(preset="public_chat")
+    bob.join(room)
+    first = alice.send_text(room, "one")
+    alice.send_text(room, "two")
+    alice.send_text(room, "three")
+    assert bob.post(f"/_matrix/client/v3/rooms/{quote(room)}/receipt/m.read/{quote(first)}", {}).status_code == 200
+    assert unread(bob, room)["notification_count"] == 2

@@ -62,7 +62,7 @@ class DatabaseConfig:
         "user, password, dbname/database, host, port. Both: cp_min and cp_max, the connection pool size",
     )
     max_waiting_transactions: int = opt(
-        200, "transactions allowed to wait for a pool connection; beyond this requests get 503 at once", min=1
+        1000, "transactions allowed to wait for a pool connection; beyond this requests get 503 at once", min=1
     )
 
     def validate(self) -> None:

@@ -105,18 +105,16 @@ class SyncHandler:
         self.state_computations = 0  # state fragments built (not served from cache): tests and metrics
 
     async def current_token(self) -> SyncToken:
-        s = self.sources
-
-        async def position(source: Any) -> int:
-            return await source.current_position() if source is not None else 0
-
+        """Every stream's position, read in one transaction (typing lives in memory)."""
+        positions = await self._events.stream_positions()
+        typing = self.sources.typing
         return SyncToken(
-            events=await self._events.current_stream_ordering(),
-            receipts=await position(s.receipts),
-            account_data=await position(s.account_data),
-            to_device=await position(s.to_device),
-            device_lists=await position(s.device_lists),
-            typing=s.typing.typing_position() if s.typing is not None else 0,
+            events=positions.get("events", 0),
+            receipts=positions.get("receipts", 0),
+            account_data=positions.get("account_data", 0),
+            to_device=positions.get("to_device", 0),
+            device_lists=positions.get("device_lists", 0),
+            typing=typing.typing_position() if typing is not None else 0,
         )
 
     async def sync(self, request: SyncRequest) -> Response:
@@ -239,7 +237,9 @@ class SyncHandler:
         prev_batch = topological_token(rows[0].before if rows else start.after) if (rows or start) else None
 
         lazy = room_filter.state.lazy_load_members
-        senders = frozenset(e.sender for e in timeline) | {request.user_id}
+        # Lazy loading sends the members relevant to the timeline: its senders. Leaving the syncing user
+        # out (unless they sent something) keeps the state the same for every client of a herd.
+        senders = frozenset(e.sender for e in timeline)
         state: Any = []
         if start is not None and (plan.full or limited):
             if plan.full:
@@ -352,20 +352,18 @@ class SyncHandler:
         ]
 
     async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
-        members = await self._rooms.member_event_ids(room_id, None)
-        found = await self._events.get_events(members.values())
-        by_membership: dict[str, list[str]] = {}
-        for member, event_id in members.items():
-            event = found.get(event_id)
-            if event is not None:
-                by_membership.setdefault(event.membership or "", []).append(member)
-        joined, invited = by_membership.get("join", []), by_membership.get("invite", [])
-        summary: dict[str, Any] = {"m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
+        """Member counts from the current-state table (one grouped count), and heroes for a room with
+        neither name nor alias (a few ids): no member event is read, whatever the room's size."""
+        counts = await self._rooms.membership_counts(room_id)
+        summary: dict[str, Any] = {
+            "m.joined_member_count": counts.get("join", 0),
+            "m.invited_member_count": counts.get("invite", 0),
+        }
         named = await self._rooms.current_state_ids(room_id, ("m.room.name", "m.room.canonical_alias"))
         if not named:
-            heroes = sorted(m for m in joined + invited if m != user_id)[:HERO_COUNT]
+            heroes = await self._rooms.some_members(room_id, ("join", "invite"), exclude=user_id, limit=HERO_COUNT)
             if not heroes:  # everyone else left: name the room after who was there
-                heroes = sorted(m for m in by_membership.get("leave", []) if m != user_id)[:HERO_COUNT]
+                heroes = await self._rooms.some_members(room_id, ("leave", "ban"), exclude=user_id, limit=HERO_COUNT)
             summary["m.heroes"] = heroes
         return summary
 

@@ -329,6 +329,15 @@ class EventStore:
                 out.setdefault(redacts, redaction)
         return out
 
+    async def stream_positions(self) -> dict[str, int]:
+        """The current position of every stream counter (events, receipts, to_device, ...)."""
+        rows = await self._db.run(
+            "events.stream_positions",
+            lambda txn: txn.execute("SELECT name, value FROM stream_counters").fetchall(),
+            readonly=True,
+        )
+        return {name: int(value) for name, value in rows}
+
     async def current_stream_ordering(self) -> int:
         return await self._db.run("events.current_stream", lambda txn: current_id(txn, "events"), readonly=True)
 

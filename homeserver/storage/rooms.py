@@ -302,3 +302,30 @@ class RoomStore:
             readonly=True,
         )
         return {r[0] for r in rows}
+
+    async def membership_counts(self, room_id: str) -> dict[str, int]:
+        """How many users hold each membership in the room now."""
+        rows = await self._db.run(
+            "rooms.membership_counts",
+            lambda txn: txn.execute(
+                "SELECT membership, count(*) FROM current_state WHERE room_id = ? AND type = 'm.room.member'"
+                " GROUP BY membership",
+                (room_id,),
+            ).fetchall(),
+            readonly=True,
+        )
+        return {membership: int(count) for membership, count in rows}
+
+    async def some_members(self, room_id: str, memberships: tuple[str, ...], exclude: str, limit: int) -> list[str]:
+        """Up to `limit` users with one of `memberships`, by user id, leaving out `exclude`."""
+        marks = ",".join("?" * len(memberships))
+        rows = await self._db.run(
+            "rooms.some_members",
+            lambda txn: txn.execute(
+                "SELECT state_key FROM current_state WHERE room_id = ? AND type = 'm.room.member'"
+                f" AND membership IN ({marks}) AND state_key <> ? ORDER BY state_key LIMIT ?",
+                (room_id, *memberships, exclude, limit),
+            ).fetchall(),
+            readonly=True,
+        )
+        return [r[0] for r in rows]

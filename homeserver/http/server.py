@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.web import server
 
 from homeserver.core.errors import LimitExceeded, MatrixError
+from homeserver.core.work_class import BULK, LIGHT, current_work_class
 from homeserver.http.admission import LONG_POLL, SHORT, AdmissionController
 from homeserver.http.channel import MatrixChannel, MatrixRequest
 from homeserver.http.request import ApiRequest, Authenticator
@@ -100,7 +101,12 @@ class MatrixSite(server.Site):
             refusal = LimitExceeded(self.admission.retry_after_ms, "Server is busy; try again shortly", code=503)
             self._finish(request, error_response(refusal), start, template)
             return
-        call = defer.ensureDeferred(endpoint.handle(request, **params))
+        # The coroutine starts in a copy of this context, so the mark stays with this request alone.
+        mark = current_work_class.set(BULK if kind == LONG_POLL else LIGHT)
+        try:
+            call = defer.ensureDeferred(endpoint.handle(request, **params))
+        finally:
+            current_work_class.reset(mark)
         call.addTimeout(endpoint.deadline(request, self.request_timeout), self.reactor)
         raw.notifyFinish().addErrback(lambda _: call.cancel())  # the client went away
         call.addCallbacks(_as_response, self._failure_response, errbackArgs=(request,))

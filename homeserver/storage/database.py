@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from homeserver.core.work_class import BULK, current_work_class
 from homeserver.storage.engines import Engine
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Database:
         self._lock = threading.Lock()
         self._active = 0
         self._waiters: collections.deque[defer.Deferred] = collections.deque()
+        self._bulk_waiters: collections.deque[defer.Deferred] = collections.deque()
         self._threadpool: ThreadPool | None = None
         if reactor is not None:
             self._threadpool = ThreadPool(minthreads=1, maxthreads=max_connections, name="db")
@@ -110,7 +112,7 @@ class Database:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return len(self._waiters) + len(self._bulk_waiters)
 
     async def run(self, name: str, fn: Callable[..., T], *args: Any, readonly: bool = False) -> T:
         """Run `fn(txn, *args)` as one transaction named `name`."""
@@ -131,15 +133,19 @@ class Database:
         if self._active < self.max_connections:
             self._active += 1
             return
-        if len(self._waiters) >= self.max_waiting:
+        if self.waiting >= self.max_waiting:
             raise DatabaseBusy()
-        waiter: defer.Deferred = defer.Deferred(lambda d: self._waiters.remove(d))
-        self._waiters.append(waiter)
+        queue = self._bulk_waiters if current_work_class.get() == BULK else self._waiters
+        waiter: defer.Deferred = defer.Deferred(lambda d: queue.remove(d))
+        queue.append(waiter)
         await waiter  # the releasing transaction hands its slot over
 
     def _release(self, result: Any) -> Any:
+        # Light work (a whoami, a send) goes before bulk work (syncs) waiting for a connection.
         if self._waiters:
             self._waiters.popleft().callback(None)
+        elif self._bulk_waiters:
+            self._bulk_waiters.popleft().callback(None)
         else:
             self._active -= 1
         return result

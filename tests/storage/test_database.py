@@ -72,3 +72,21 @@ def test_waiting_transactions_are_bounded(db: Database) -> None:
     busy._release(None)  # the first finishes and hands its slot to the waiter
     assert second.called
     assert (busy.in_use, busy.waiting) == (1, 0)
+
+
+def test_light_work_gets_a_freed_connection_before_bulk_work(db: Database) -> None:
+    from homeserver.core.work_class import BULK, current_work_class
+
+    busy = Database(db.engine, max_connections=1, max_waiting=10)
+    first = defer.ensureDeferred(busy._acquire())
+    mark = current_work_class.set(BULK)
+    try:
+        bulk = defer.ensureDeferred(busy._acquire())  # a sync's transaction, queued first
+    finally:
+        current_work_class.reset(mark)
+    light = defer.ensureDeferred(busy._acquire())  # a whoami's, queued after it
+    assert first.called and not bulk.called and not light.called
+    busy._release(None)
+    assert light.called and not bulk.called
+    busy._release(None)
+    assert bulk.called

@@ -134,7 +134,12 @@ class LoginRateLimitConfig:
 
 @dataclass(frozen=True)
 class AdmissionControlConfig:
-    max_connections: int = opt(0, "open client connections at most; 0 derives it from the file descriptor limit", min=0)
+    max_connections: int = opt(
+        0,
+        "open client connections before the server is under pressure (above it a newcomer must bring a whole "
+        "request, and evicts the longest-idle connection); 0 derives it from the file descriptor limit",
+        min=0,
+    )
     max_requests_in_flight: int = opt(256, "requests being handled at once, long-polls not counted", min=1)
     max_long_polls: int = opt(
         0, "long-polling requests (/sync with a timeout) at once; 0 means half the connection budget", min=0

@@ -1,22 +1,43 @@
 """Connections and requests as Twisted sees them, with the timeouts and limits that guard them.
 
-- A connection has `read_timeout` to deliver a whole request once it starts (or once accepted), and
-  `idle_timeout` between keep-alive requests; trickling bytes does not extend either.
-- A body larger than the limit is refused with 413 as soon as its length is known (or exceeded, for
-  chunked bodies), before the rest arrives; bodies are held in memory, never in temporary files,
-  so a slow upload costs no extra descriptor.
+A connection is in one of four states:
+
+- IDLE: fresh, or between keep-alive requests. A fresh connection has `read_timeout` to send its
+  first request; a keep-alive one is closed after `idle_timeout`.
+- READING: a request has started to arrive; it has `read_timeout` (from its first byte) to arrive
+  whole. Trickling bytes extends neither timeout.
+- ACTIVE: a whole request is being handled; its deadline is the site's business, not the connection's.
+- CLOSING: answered and closing (a refusal, or a response with Connection: close); a client that does
+  not read the answer is cut off after CLOSE_GRACE_S.
+
+IDLE and READING connections are evictable by admission control. An evicted connection that is owed an
+answer (fresh, or part-way through a request) gets 503 M_LIMIT_EXCEEDED with Retry-After; an idle
+keep-alive is just closed. A body larger than the limit is refused with 413 as soon as its length is
+known (or exceeded, for chunked bodies), before the rest arrives; bodies are held in memory, never in
+temporary files, so a slow upload costs no extra descriptor.
 """
 
+import contextlib
+import errno
+import functools
 import io
 import json
+import logging
+import re
+import socket
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.web import http, server
 
-from homeserver.http.admission import AdmissionController
+from homeserver.http.admission import ACCEPT_FAILED, REFUSAL_LOG_INTERVAL_S, AdmissionController
 
-IDLE, READING, ACTIVE = "idle", "reading", "active"
+logger = logging.getLogger(__name__)
+
+IDLE, READING, ACTIVE, CLOSING = "idle", "reading", "active", "closing"
+CLOSE_GRACE_S = 5.0  # a closing connection whose client does not read the answer is aborted after this
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn; deep enough that a burst is not dropped
+DEFER_ACCEPT_S = 3  # TCP_DEFER_ACCEPT: how long a silent connection may wait in the kernel (about)
 
 
 def raw_error_response(status: int, errcode: str, message: str, retry_after_ms: int | None = None) -> bytes:
@@ -35,6 +56,11 @@ def raw_error_response(status: int, errcode: str, message: str, retry_after_ms: 
         "Access-Control-Allow-Origin: *",
     ]
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + data
+
+
+@functools.lru_cache(maxsize=64)  # retry_after_ms comes in steps of RETRY_AFTER_STEP_MS
+def busy_response(retry_after_ms: int) -> bytes:
+    return raw_error_response(503, "M_LIMIT_EXCEEDED", "Server is busy; try again shortly", retry_after_ms)
 
 
 class MatrixRequest(server.Request):
@@ -76,16 +102,17 @@ class MatrixChannel(http.HTTPChannel):
     admission: AdmissionController
     _timer: Any = None
     _state = IDLE
-    _refusing = False
+    _served = 0  # requests answered on this connection
+    brought_whole_request = False  # set by the door when it let this connection in for that
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.admission.connection_opened(self)
         self._arm(self.site.read_timeout)
+        self.admission.connection_opened(self, evictable=not self.brought_whole_request)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._refusing:
-            return
+        if self._state == CLOSING:
+            return  # answered and closing: whatever more the client sends is ignored
         if self._state == IDLE:
             self._state = READING
             self._arm(self.site.read_timeout)
@@ -97,34 +124,55 @@ class MatrixChannel(http.HTTPChannel):
         self.admission.connection_busy(self)
 
     def requestDone(self, request: Any) -> None:
+        self._served += 1
+        if self._state == CLOSING:
+            super().requestDone(request)
+            return
+        if not self.persistent:
+            self._closing(CLOSE_GRACE_S)
+            super().requestDone(request)  # closes once the answer is written
+            return
+        # Idle until the next request. Twisted replays pipelined bytes from inside requestDone through
+        # dataReceived, which moves the state on (READING, ACTIVE), so the state is set first.
+        self._state = IDLE
+        self._arm(self.site.idle_timeout)
+        self.admission.connection_waiting(self)
         super().requestDone(request)
-        if self.persistent and not self._refusing:
-            self._state = IDLE
-            self._arm(self.site.idle_timeout)
-            self.admission.connection_waiting(self)
 
     def refuse(self, response: bytes) -> None:
         """Answer with a pre-built error and close, ignoring anything more the client sends."""
-        if self._refusing:
+        if self._state == CLOSING:
             return
-        self._refusing = True
-        self._cancel_timer()
+        self._closing(CLOSE_GRACE_S)
         self.transport.write(response)
         self.transport.loseConnection()
-        self._arm(5.0)  # a client that never reads the answer must not hold the socket
 
     def evict(self) -> None:
-        self._cancel_timer()
-        self.transport.abortConnection()
+        """Make room for a newcomer: 503 with Retry-After if this connection is owed an answer, else close."""
+        if self._state == CLOSING or (self._state == IDLE and self._served):
+            self._cancel_timer()
+            self._state = CLOSING
+            self.admission.connection_closing(self)
+            self.transport.abortConnection()
+        else:
+            self.refuse(busy_response(self.admission.retry_after_ms))
 
     def connectionLost(self, reason: Any) -> None:
         self._cancel_timer()
+        self._state = CLOSING
         super().connectionLost(reason)
         self.admission.connection_closed(self)
 
+    def _closing(self, grace: float) -> None:
+        self._state = CLOSING
+        self._arm(grace)
+        self.admission.connection_closing(self)  # evicting it would free nothing sooner
+
     def _arm(self, seconds: float) -> None:
-        self._cancel_timer()
-        self._timer = self.callLater(seconds, self._timed_out)
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(seconds)
+        else:
+            self._timer = self.callLater(seconds, self._timed_out)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -133,30 +181,141 @@ class MatrixChannel(http.HTTPChannel):
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._state != ACTIVE:
-            self.transport.abortConnection()
+        if self._state == ACTIVE:
+            return
+        if self._state != CLOSING:
+            self.admission.timed_out(owed_answer=self._state == READING or not self._served)
+        self.transport.abortConnection()
 
 
 class AdmissionPort(tcp.Port):
-    """A listening port that never accepts beyond the descriptor budget: at the budget it stops
-    reading, leaving newcomers in the kernel's backlog until a connection closes."""
+    """A listening port that asks admission control at the door about each connection it accepts.
+
+    Newcomers turned away get a pre-built 503 and are closed right there, before any protocol object
+    exists, so turning away a flood costs a few syscalls per connection. While every budgeted descriptor
+    is taken and some are being released (evicted connections closing), the port stops accepting until
+    one is, leaving newcomers in the kernel's backlog for that moment."""
 
     admission: AdmissionController
+    inspect_requests = True  # plaintext HTTP: a newcomer's request can be peeked at before it is let in
+    max_accepts_per_read = 128  # then the reactor serves other sockets before the next batch
+    _last_error_log = float("-inf")
 
     def doRead(self) -> None:
-        headroom = self.admission.accept_headroom()
-        if headroom <= 0:
-            self.stopReading()
-            self.admission.pause_port(self)
+        admission = self.admission
+        for _ in range(self.max_accepts_per_read):
+            if admission.accept_headroom() <= 0 and admission.closing:
+                self.stopReading()
+                admission.pause_port(self)
+                return
+            try:
+                skt, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in _ACCEPT_GONE:
+                    continue  # the client gave up while in the backlog
+                if e.errno in _ACCEPT_EXHAUSTED:
+                    self._out_of_resources(e)
+                    return
+                raise
+            try:
+                self._admit_or_refuse(skt, addr)
+            except Exception:
+                logger.exception("failed to set up an accepted connection")
+                skt.close()
+
+    def _admit_or_refuse(self, skt: socket.socket, addr: Any) -> None:
+        skt.setblocking(False)
+        plain = self.inspect_requests  # behind TLS nothing can be peeked at nor answered before the handshake
+        peeked: list[bool] = []
+
+        def whole_request() -> bool:
+            peeked.append(not plain or has_whole_request(skt))
+            return peeked[-1]
+
+        if self.admission.door(whole_request) is not None:
+            turn_away(skt, busy_response(self.admission.retry_after_ms) if plain else b"")
             return
-        self.numberAccepts = max(1, min(self.numberAccepts, headroom))
-        super().doRead()
+        if len(addr) == 4:  # IPv6: keep the scope id, as Twisted's own accept loop does
+            host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+            addr = (host[0], *addr[1:])
+        protocol = self.factory.buildProtocol(self._buildAddr(addr))
+        if protocol is None:
+            skt.close()
+            return
+        if plain and peeked and peeked[-1]:
+            protocol.brought_whole_request = True
+        session = self.sessionno
+        self.sessionno = session + 1
+        protocol.makeConnection(self.transport(skt, protocol, addr, self, session, self.reactor))
+
+    def _out_of_resources(self, error: OSError) -> None:
+        """accept() failed for want of descriptors or memory, which the budget exists to prevent (something
+        else holds more than was reserved for it): stop accepting until a connection closes or 100 ms pass."""
+        self.admission.record_refusal(ACCEPT_FAILED)
+        now = self.reactor.seconds()
+        if now - self._last_error_log >= REFUSAL_LOG_INTERVAL_S:
+            self._last_error_log = now
+            logger.error("cannot accept connections: %s; %s", error.strerror, self.admission.snapshot())
+        self.stopReading()
+        self.admission.pause_port(self)
+        self.reactor.callLater(0.1, self.admission.resume_ports)
+
+
+_ACCEPT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.EHOSTUNREACH}
+_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.IGNORECASE)
+PEEK_BYTES = 65536
+
+
+def has_whole_request(skt: socket.socket) -> bool:
+    """Whether a whole HTTP request (head and body) is waiting on the socket, without reading it."""
+    try:
+        data = skt.recv(PEEK_BYTES, socket.MSG_PEEK)
+    except OSError:
+        return False
+    return is_whole_request(data)
+
+
+def is_whole_request(data: bytes) -> bool:
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head, body = data[:end], data[end + 4 :]
+    if _CHUNKED.search(head):
+        return body.endswith(b"0\r\n\r\n")
+    length = _CONTENT_LENGTH.search(head)
+    return len(body) >= (int(length.group(1)) if length else 0)
+
+
+def turn_away(skt: socket.socket, response: bytes) -> None:
+    """Answer a newcomer at the door and close. What it sent is read first, so the close is a FIN after the
+    answer rather than a reset that might overtake it."""
+    with contextlib.suppress(OSError):  # nothing was sent (yet)
+        skt.recv(PEEK_BYTES)
+    if response:
+        with contextlib.suppress(OSError):  # gone already
+            skt.send(response)
+    skt.close()
 
 
 def listen(
-    reactor: Any, port: int, factory: Any, interface: str, admission: AdmissionController, backlog: int = 1024
+    reactor: Any,
+    port: int,
+    factory: Any,
+    interface: str,
+    admission: AdmissionController,
+    backlog: int = LISTEN_BACKLOG,
 ) -> AdmissionPort:
+    admission.use_reactor(reactor)
     listening = AdmissionPort(port, factory, backlog, interface, reactor)
     listening.admission = admission
+    listening.inspect_requests = isinstance(factory, http.HTTPFactory)
     listening.startListening()
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):
+        # Linux: the kernel hands over a connection once its first bytes arrive (or DEFER_ACCEPT_S has passed),
+        # so silent sockets wait in the kernel, holding no descriptor, and the door sees what a client sent.
+        listening.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
     return listening

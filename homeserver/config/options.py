@@ -159,6 +159,18 @@ class AdmissionControlConfig:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    """Push actions are cleared in the background, never in a request."""
+
+    prune_batch_size: int = opt(
+        500, "push-action rows one pruner or admin-purge transaction deletes at most", min=1, max=100_000
+    )
+    prune_pause_ms: int = opt(50, "pause between two batches, in milliseconds", min=0)
+    prune_interval: float = opt(30.0, "seconds the pruner rests after it has caught up", min=0.1)
+    retention_days: float = opt(30.0, "push actions older than this are deleted even when unread", min=0.01)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("INFO", "root log level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     format: str = opt("plain", "plain text or one JSON object per line", choices=("plain", "json"))
@@ -192,6 +204,7 @@ class HomeserverConfig:
         ByteSize(1024 * 1024), "largest JSON request body accepted (K, M suffixes allowed)", min=1024
     )
     admission_control: AdmissionControlConfig = opt(AdmissionControlConfig(), "limits on work accepted at once")
+    push: PushConfig = opt(PushConfig(), "push notifications")
     logging: LoggingConfig = opt(LoggingConfig(), "logging")
 
     def validate(self) -> None:

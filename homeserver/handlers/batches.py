@@ -1,0 +1,62 @@
+"""Work done in small keyed batches, the way the pruner and every admin purge clear rows: each step is
+one short transaction over at most `size` rows picked by key order, then a pause; while the database
+pool is busy with live requests the loop waits instead of adding to it. A step that finds nothing
+left ends the run, so an interrupted run simply starts again where the keys say it stopped."""
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import task
+
+from homeserver.storage.database import Database
+
+Sleep = Callable[[float], Awaitable[None]]
+# A step: given the batch size, do one transaction and say how many rows it handled (0 = finished).
+Step = Callable[[int], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class BatchPace:
+    size: int = 500
+    pause_s: float = 0.05
+    # How long to wait before looking again when the pool has no spare connection.
+    busy_pause_s: float = 0.5
+
+
+def reactor_sleep(reactor: Any) -> Sleep:
+    async def sleep(seconds: float) -> None:
+        await task.deferLater(reactor, seconds, lambda: None)
+
+    return sleep
+
+
+async def blocking_sleep(seconds: float) -> None:
+    """For the admin CLI, whose transactions run inline without a reactor."""
+    time.sleep(seconds)
+
+
+class Batches:
+    def __init__(self, db: Database, sleep: Sleep, pace: BatchPace) -> None:
+        self._db = db
+        self._sleep = sleep
+        self.pace = pace
+
+    def busy(self) -> bool:
+        """Live requests are waiting for a connection, or would have to if a batch took one."""
+        return self._db.waiting > 0 or self._db.in_use >= self._db.max_connections - 1 > 0
+
+    async def run(self, step: Step, progress: Callable[[int], None] | None = None) -> int:
+        """Run `step` until it handles nothing; returns the total it handled."""
+        total = 0
+        while True:
+            while self.busy():
+                await self._sleep(self.pace.busy_pause_s)
+            handled = await step(self.pace.size)
+            if not handled:
+                return total
+            total += handled
+            if progress is not None:
+                progress(total)
+            await self._sleep(self.pace.pause_s)

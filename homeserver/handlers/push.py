@@ -84,7 +84,7 @@ class PushActionsBuilder:
             users.append((rulesets[user_id][0], context))
         actions = []
         for user_id, matched in evaluate_for_users(event, users).items():
-            notify, highlight, _ = notification(matched)
-            if notify or highlight:
-                actions.append(PushAction(user_id, notify, highlight))
+            notify, highlight, sound = notification(matched)
+            if notify:
+                actions.append(PushAction(user_id, notify, highlight, sound))
         return actions

@@ -10,6 +10,7 @@ class PushAction:
     user_id: str
     notify: bool
     highlight: bool
+    sound: str | None = None
 
 
 def record_push_actions_txn(txn: Txn, room_id: str, event_id: str, stream: int, actions: list[PushAction]) -> None:
@@ -18,8 +19,8 @@ def record_push_actions_txn(txn: Txn, room_id: str, event_id: str, stream: int, 
         return
     txn.insert_many(
         "event_push_actions",
-        ("user_id", "room_id", "stream_ordering", "event_id", "notify", "highlight"),
-        [(a.user_id, room_id, stream, event_id, int(a.notify), int(a.highlight)) for a in actions],
+        ("user_id", "room_id", "stream_ordering", "event_id", "notify", "highlight", "sound"),
+        [(a.user_id, room_id, stream, event_id, int(a.notify), int(a.highlight), a.sound) for a in actions],
     )
     for action in actions:
         txn.execute(

@@ -374,9 +374,9 @@ def run_phase(args: argparse.Namespace, target: Any, room: Room, mode: str) -> d
     health_after = server_health(target.base_url)
     if health_before and health_after and "sync" in health_after:
         before, after = health_before.get("sync", {}), health_after["sync"]
+        counted = ("computed", "coalesced", "room_states_built", "room_sections_built")
         report["server_sync_counters"] = {
-            k: after[k] - before.get(k, 0) if k in ("computed", "coalesced", "room_states_built") else after[k]
-            for k in after
+            k: after[k] - before.get(k, 0) if k in counted else after[k] for k in after
         }
         report["server_admission"] = health_after.get("admission")
     return report

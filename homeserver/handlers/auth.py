@@ -22,7 +22,8 @@ class Authenticator:
         self._accounts = accounts
 
     async def authenticate(self, token: str) -> Requester | None:
-        """The requester a token stands for; None for unknown tokens and deactivated users.
-        Not cached, so logout and deactivation take effect on the very next request."""
+        """The requester a token stands for; None for unknown tokens and deactivated users. Lookups are
+        cached by the account store, which forgets a user's tokens whenever it changes them, so logout and
+        deactivation take effect on the very next request."""
         owner = await self._accounts.get_token_owner(token)
         return Requester(owner.user_id, owner.device_id, owner.admin) if owner else None

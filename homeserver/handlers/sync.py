@@ -1,23 +1,28 @@
 """/sync: what changed for a user between two sync tokens, or everything for an initial sync.
 
 Herd-proofing: identical concurrent requests share one computation (and its result is kept briefly
-for a client's retry), and the state part of a room - the bulk of a big room's initial sync - is
-serialized and compressed once per (room, state group, filter) and reused by every client, so a
-herd of full re-syncs costs one computation and then a memory copy per client.
+for a client's retry). An initial sync reads its user's side in one transaction (storage/sync.py) and
+takes each joined room's shared parts - state, timeline, summary counts, public receipts - from
+sync_rooms.py, where they are built once for every client; so a herd of full re-syncs costs one
+computation per room and then, per client, one read, a few dictionary lookups and a memory copy.
+Clients resuming together build their answers a slice at a time (turns.py), so the reactor keeps
+serving other requests meanwhile.
 """
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from homeserver.core.events import Event
-from homeserver.core.filters import Filter, RoomEventFilter, only_fields
+from homeserver.core.filters import Filter, RoomEventFilter
 from homeserver.core.sync_token import SyncToken
 from homeserver.handlers.notifier import Notifier
 from homeserver.handlers.room_reads import ClientEventSerializer, topological_token
 from homeserver.handlers.single_flight import SingleFlight
+from homeserver.handlers.sync_rooms import SharedReceipts, SharedRooms, SharedTimeline, SummaryBase, age_filler
+from homeserver.handlers.turns import Turns
 from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.http.fragments import Fragment, assemble
 from homeserver.http.responses import Response
@@ -25,18 +30,17 @@ from homeserver.storage.events import EventStore, TimelineRow
 from homeserver.storage.lru import SizedLru
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateKey, StateStore
+from homeserver.storage.sync import SyncStore, UserSnapshot
 
 DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMELINE_LIMIT = 100
 MAX_TO_DEVICE = 100
-STATE_FRAGMENT_CACHE_BYTES = 256 * 1024 * 1024
 MEMBER = "m.room.member"
 # Stripped state shown with an invite or a knock (the spec's recommendation).
 STRIPPED_STATE_TYPES = (
     "m.room.create", "m.room.join_rules", "m.room.canonical_alias", "m.room.avatar", "m.room.name",
     "m.room.encryption", "m.room.topic",
 )
-HERO_COUNT = 5
 
 
 class Positioned(Protocol):
@@ -79,6 +83,19 @@ class RoomPlan:
     upto: int  # last events position this user may see in the room (a leave stops it)
 
 
+@dataclass(frozen=True)
+class InitialRoom:
+    """What an initial sync gathered for one joined room before building its section."""
+
+    room_id: str
+    timeline: SharedTimeline | None = None
+    own_timeline: list[dict] | None = None  # serialized for this user: visibility differs between members
+    state: Fragment | list = dataclasses.field(default_factory=list)
+    summary: SummaryBase | None = None
+    receipts: SharedReceipts | None = None
+    section: dict | None = None  # built whole by the general path instead
+
+
 class SyncHandler:
     def __init__(
         self,
@@ -89,20 +106,31 @@ class SyncHandler:
         serializer: ClientEventSerializer,
         notifier: Notifier,
         sources: SyncSources,
+        store: SyncStore,
+        reactor: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._events = events
         self._state = state
         self._rooms = rooms
         self._visibility = visibility
-        self._serializer = serializer
         self._notifier = notifier
         self.sources = sources
+        self._store = store
         self._clock = clock
+        self._wall_clock = wall_clock
         self.flights = SingleFlight(keep_s=30.0)
-        self._fragment_flights = SingleFlight(keep_s=0.0)
-        self.state_fragments: SizedLru[tuple, Fragment] = SizedLru(STATE_FRAGMENT_CACHE_BYTES, lambda f: f.size)
-        self.state_computations = 0  # state fragments built (not served from cache): tests and metrics
+        self.turns = Turns(reactor)
+        self.shared = SharedRooms(events, state, rooms, visibility, serializer, self.turns, sources.receipts)
+
+    @property
+    def state_fragments(self) -> SizedLru[tuple, Fragment]:
+        return self.shared.state_fragments
+
+    @property
+    def state_computations(self) -> int:
+        return self.shared.state_computations
 
     async def current_token(self) -> SyncToken:
         """Every stream's position, read in one transaction (typing lives in memory)."""
@@ -130,41 +158,159 @@ class SyncHandler:
     async def _sync(self, request: SyncRequest) -> tuple[Response, bool]:
         """The response, and whether it is worth keeping for a retry: an initial sync, or one that
         brought something (an empty answer must not hide what arrives next)."""
+        if request.since is None:
+            return await self._initial(request), True
         deadline = self._clock() + request.timeout_ms / 1000
-        since = request.since
         while True:
             listener = self._notifier.listen(request.user_id)
             try:
                 upto = await self.current_token()
-                if since is not None:
-                    since = _clamp(since, upto)
-                body, empty = await self._compute(request, since, upto)
+                body, empty = await self._compute(request, _clamp(request.since, upto), upto)
                 remaining = deadline - self._clock()
-                if since is None or not empty or remaining <= 0:
-                    return assemble(200, body, request.gzip), since is None or not empty
+                if not empty or remaining <= 0:
+                    return assemble(200, body, request.gzip), not empty
                 if not await listener.wait(remaining):
                     body["next_batch"] = str(request.since)  # the deadline: an unchanged token
                     return assemble(200, body, request.gzip), False
             finally:
                 listener.close()
 
-    # -- the response ---------------------------------------------------------------------------
+    # -- an initial sync ------------------------------------------------------------------------
 
-    async def _compute(self, request: SyncRequest, since: SyncToken | None, upto: SyncToken) -> tuple[dict, bool]:
+    async def _initial(self, request: SyncRequest) -> Response:
+        """Everything for the user: their side read in one transaction, each joined room's shared parts
+        from the shared cache, then the answer built in one go once it is this client's turn."""
+        user_id, room_filter, s = request.user_id, request.filter.room, self.sources
+        snapshot = await self._store.initial_snapshot(user_id, request.device_id, MAX_TO_DEVICE)
+        p = snapshot.positions
+        upto = SyncToken(
+            events=p.get("events", 0),
+            receipts=p.get("receipts", 0),
+            account_data=p.get("account_data", 0),
+            to_device=p.get("to_device", 0),
+            device_lists=p.get("device_lists", 0),
+            typing=s.typing.typing_position() if s.typing is not None else 0,
+        )
+        gathered = [
+            await self._initial_room(request, snapshot, upto, room_id)
+            for room_id in snapshot.rooms("join") if room_filter.includes_room(room_id)
+        ]  # fmt: skip
+        rooms: dict[str, dict] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+        for membership, key in (("invite", "invite_state"), ("knock", "knock_state")):
+            for room_id in snapshot.rooms(membership):
+                if room_filter.includes_room(room_id):
+                    rooms[membership][room_id] = {key: {"events": await self._stripped_state(room_id, user_id)}}
+        await self._left_rooms(request, None, upto, {}, rooms)
+        account_data = await self._global_account_data(request, None, upto)
+        await self.turns.take()
+        now_ms = int(self._wall_clock() * 1000)
+        counts = snapshot.unread_counts if s.push is not None else {}
+        for room in gathered:
+            section = room.section or self._initial_section(request, snapshot, room, now_ms)
+            rooms["join"][room.room_id] = _with_unread(section, counts.get(room.room_id, (0, 0)))
+        next_batch = upto
+        to_device: list[dict] = []
+        if s.to_device is not None:
+            to_device = snapshot.to_device
+            next_batch = _replace(upto, to_device=snapshot.to_device_position)
+        body: dict[str, Any] = {
+            "next_batch": str(next_batch),
+            "rooms": rooms,
+            "account_data": {"events": account_data},
+            "presence": {"events": []},
+            "to_device": {"events": to_device},
+            "device_lists": {"changed": [], "left": []},
+        }
+        if s.e2e_keys is not None:
+            body["device_one_time_keys_count"] = snapshot.one_time_key_counts
+            body["device_unused_fallback_key_types"] = snapshot.fallback_key_types
+        return assemble(200, body, request.gzip)
+
+    async def _initial_room(
+        self, request: SyncRequest, snapshot: UserSnapshot, upto: SyncToken, room_id: str
+    ) -> InitialRoom:
+        """The shared parts of a joined room, and the timeline of this user if theirs may differ."""
+        f = request.filter
+        room_stream = snapshot.room_streams.get(room_id)
+        if room_stream is None:  # joined after the positions were read: the general path, as it always did
+            plan = RoomPlan(room_id, True, upto.events)
+            return InitialRoom(room_id, section=await self._joined_room(request, plan, None, upto))
+        limit = min(f.room.timeline.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
+        timeline = await self.shared.timeline(f, room_id, room_stream, limit)
+        own = None
+        events: Iterable[Event] = timeline.events
+        if not timeline.everyone_sees_all:
+            visible = await self._visibility.filter_visible(request.user_id, timeline.items, joined_now=True)
+            events = [e for e, _ in visible if f.room.timeline.matches(e)]
+            own = await self.shared.serialize(f, events)
+        # Lazy loading sends the members relevant to the timeline: its senders. Leaving the syncing user
+        # out (unless they sent something) keeps the state the same for every client of a herd.
+        senders = frozenset(e.sender for e in events)
+        state: Fragment | list = []
+        if timeline.start is not None:
+            state = await self.shared.state_fragment(f, room_id, timeline.start.state_group, senders)
+        return InitialRoom(
+            room_id,
+            timeline,
+            own,
+            state,
+            await self.shared.summary(room_id, room_stream),
+            await self.shared.public_receipts(room_id, snapshot.receipt_streams.get(room_id, 0)),
+        )
+
+    def _initial_section(self, request: SyncRequest, snapshot: UserSnapshot, room: InitialRoom, now_ms: int) -> dict:
+        """A joined room's section of an initial sync from what was gathered: no waiting here."""
+        assert room.timeline is not None and room.summary is not None
+        timeline = room.timeline
+        if room.own_timeline is not None:
+            events: Any = room.own_timeline
+        else:
+            assert timeline.serialized is not None
+            events = timeline.serialized.fill(age_filler(now_ms))
+        s, room_id = self.sources, room.room_id
+        ephemeral: list[dict] = []
+        if s.typing is not None:
+            ephemeral.append({"type": "m.typing", "content": {"user_ids": s.typing.typing_in_room(room_id)}})
+        private = snapshot.private_receipts.get(room_id) if s.receipts is not None else None
+        if private:
+            content = dict(room.receipts.content) if room.receipts else {}
+            for event_id, by_type in private.items():  # shared receipts are public: no type to merge
+                content[event_id] = {**content.get(event_id, {}), **by_type}
+            ephemeral.append({"type": "m.receipt", "content": content})
+        elif room.receipts is not None:
+            ephemeral.append({"type": "m.receipt", "content": room.receipts.fragment})
+        account_data: list[dict] = []
+        if s.account_data is not None:
+            data = snapshot.room_account_data.get(room_id, {})
+            account_data = [{"type": t, "content": c} for t, c in data.items()]
+        return {
+            "timeline": {
+                "events": events,
+                "limited": timeline.limited,
+                **({"prev_batch": timeline.prev_batch} if timeline.prev_batch else {}),
+            },
+            "state": {"events": room.state},
+            "ephemeral": {"events": [e for e in ephemeral if request.filter.room.ephemeral.matches(e)]},
+            "account_data": {"events": [e for e in account_data if request.filter.room.account_data.matches(e)]},
+            "summary": room.summary.for_user(request.user_id),
+        }
+
+    # -- an incremental sync --------------------------------------------------------------------
+
+    async def _compute(self, request: SyncRequest, since: SyncToken, upto: SyncToken) -> tuple[dict, bool]:
         user_id = request.user_id
         room_filter = request.filter.room
         joined = [r for r in await self._rooms.rooms_for_user(user_id, ("join",)) if room_filter.includes_room(r)]
         changes = {}  # room -> the user's latest membership change in (since, upto]
-        if since is not None:
-            for room_id, membership, event_id, stream in await self._rooms.membership_changes(
-                user_id, since.events, upto.events
-            ):
-                changes[room_id] = (membership, event_id, stream)
+        for room_id, membership, event_id, stream in await self._rooms.membership_changes(
+            user_id, since.events, upto.events
+        ):
+            changes[room_id] = (membership, event_id, stream)
         plans = []
-        changed_rooms = await self._events.rooms_with_events(joined, since.events, upto.events) if since else set()
+        changed_rooms = await self._events.rooms_with_events(joined, since.events, upto.events)
         ephemeral_rooms = await self._ephemeral_rooms(since, upto, joined)
         for room_id in joined:
-            full = since is None or request.full_state or (room_id in changes and changes[room_id][0] == "join")
+            full = request.full_state or (room_id in changes and changes[room_id][0] == "join")
             if full or room_id in changed_rooms or room_id in ephemeral_rooms:
                 plans.append(RoomPlan(room_id, full, upto.events))
         rooms: dict[str, dict] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
@@ -172,15 +318,10 @@ class SyncHandler:
         for plan in plans:
             section = await self._joined_room(request, plan, since, upto)
             if section is not None:
-                notifications, highlights = counts.get(plan.room_id, (0, 0))
-                section["unread_notifications"] = {
-                    "notification_count": notifications,
-                    "highlight_count": highlights,
-                }
-                rooms["join"][plan.room_id] = section
+                rooms["join"][plan.room_id] = _with_unread(section, counts.get(plan.room_id, (0, 0)))
         for membership, key in (("invite", "invite_state"), ("knock", "knock_state")):
             for room_id in await self._rooms.rooms_for_user(user_id, (membership,)):
-                if room_filter.includes_room(room_id) and (since is None or room_id in changes):
+                if room_filter.includes_room(room_id) and room_id in changes:
                     rooms[membership][room_id] = {key: {"events": await self._stripped_state(room_id, user_id)}}
         await self._left_rooms(request, since, upto, changes, rooms)
         body: dict[str, Any] = {
@@ -206,10 +347,8 @@ class SyncHandler:
         )
         return body, empty
 
-    async def _ephemeral_rooms(self, since: SyncToken | None, upto: SyncToken, joined: list[str]) -> set[str]:
+    async def _ephemeral_rooms(self, since: SyncToken, upto: SyncToken, joined: list[str]) -> set[str]:
         """Joined rooms with new receipts, typing or room account data since the last sync."""
-        if since is None:
-            return set()
         found: set[str] = set()
         s = self.sources
         if s.typing is not None and upto.typing > since.typing:
@@ -243,7 +382,7 @@ class SyncHandler:
         state: Any = []
         if start is not None and (plan.full or limited):
             if plan.full:
-                state = await self._state_fragment(request, plan.room_id, start.state_group, senders)
+                state = await self.shared.state_fragment(request.filter, plan.room_id, start.state_group, senders)
             else:
                 since_row = await self._events.timeline_last_at_stream(plan.room_id, since.events)
                 state = await self._state_delta(request, since_row, start, senders)
@@ -256,7 +395,7 @@ class SyncHandler:
             return None
         section: dict[str, Any] = {
             "timeline": {
-                "events": await self._serialize(request, timeline),
+                "events": await self.shared.serialize(request.filter, timeline),
                 "limited": limited,
                 **({"prev_batch": prev_batch} if prev_batch else {}),
             },
@@ -265,53 +404,10 @@ class SyncHandler:
             "account_data": {"events": account_data},
         }
         if plan.full or any(e.type == MEMBER for e in timeline):
-            section["summary"] = await self._summary(plan.room_id, request.user_id)
+            section["summary"] = (await self.shared.summary_now(plan.room_id)).for_user(request.user_id)
         return section
 
-    async def _serialize(self, request: SyncRequest, events: Sequence[Event]) -> list[dict]:
-        if request.filter.event_format == "federation":
-            serialized = [e.get_pdu_json() for e in events]
-        else:
-            serialized = await self._serializer.serialize(events)
-            for event in serialized:
-                event.pop("room_id", None)  # sync's rooms are keyed by room id already
-        if request.filter.event_fields is not None:
-            serialized = [only_fields(e, request.filter.event_fields) for e in serialized]
-        return serialized
-
     # -- room state -----------------------------------------------------------------------------
-
-    async def _state_fragment(
-        self, request: SyncRequest, room_id: str, group: int, senders: frozenset[str]
-    ) -> Fragment:
-        """The room's state at `group` as the client asked for it, serialized once for everyone."""
-        state_filter = request.filter.room.state
-        f = request.filter
-        key = (room_id, group, state_filter, f.event_format, f.event_fields,
-               senders if state_filter.lazy_load_members else None)
-        cached = self.state_fragments.get(key)
-        if cached is not None:
-            return cached
-        # Clients of a herd arrive together, before the first has filled the cache: they share one build.
-        return await self._fragment_flights.run(
-            key, lambda: self._build_state_fragment(request, key, group, senders), keep=lambda _: False
-        )
-
-    async def _build_state_fragment(
-        self, request: SyncRequest, key: tuple, group: int, senders: frozenset[str]
-    ) -> Fragment:
-        state_filter = request.filter.room.state
-        self.state_computations += 1
-        ids = await self._state.get_state_ids(group)
-        wanted = [
-            event_id for (event_type, state_key), event_id in ids.items()
-            if not (state_filter.lazy_load_members and event_type == MEMBER and state_key not in senders)
-        ]
-        found = await self._events.get_events(wanted)
-        events = [found[i] for i in wanted if i in found and state_filter.matches(found[i])]
-        fragment = Fragment.of(await self._serialize(request, events))
-        self.state_fragments.put(key, fragment)
-        return fragment
 
     async def _state_delta(
         self, request: SyncRequest, since_row: TimelineRow | None, start: TimelineRow, senders: frozenset[str]
@@ -327,8 +423,9 @@ class SyncHandler:
         if state_filter.lazy_load_members:
             keys += [(MEMBER, s) for s in senders if (MEMBER, s) in new and (MEMBER, s) not in keys]
         found = await self._events.get_events(new[k] for k in keys)
-        return await self._serialize(request, [found[new[k]] for k in keys if new[k] in found
-                                               and state_filter.matches(found[new[k]])])
+        return await self.shared.serialize(
+            request.filter, [found[new[k]] for k in keys if new[k] in found and state_filter.matches(found[new[k]])]
+        )
 
     async def _lazy_members(
         self, request: SyncRequest, start: TimelineRow | None, senders: Iterable[str], timeline: list[Event]
@@ -340,7 +437,7 @@ class SyncHandler:
         keys: list[StateKey] = [(MEMBER, s) for s in senders if s not in in_timeline]
         ids = await self._state.get_state_ids(start.state_group, keys)
         found = await self._events.get_events(ids.values())
-        return await self._serialize(request, [found[i] for i in ids.values() if i in found])
+        return await self.shared.serialize(request.filter, [found[i] for i in ids.values() if i in found])
 
     async def _stripped_state(self, room_id: str, user_id: str) -> list[dict]:
         ids = await self._rooms.current_state_ids(room_id, (*STRIPPED_STATE_TYPES, MEMBER))
@@ -350,22 +447,6 @@ class SyncHandler:
             {"type": e.type, "state_key": e.state_key, "content": dict(e.get_pdu_json()["content"]), "sender": e.sender}
             for e in (found[i] for i in wanted if i in found)
         ]
-
-    async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
-        """Member counts from the current-state table (one grouped count), and heroes for a room with
-        neither name nor alias (a few ids): no member event is read, whatever the room's size."""
-        counts = await self._rooms.membership_counts(room_id)
-        summary: dict[str, Any] = {
-            "m.joined_member_count": counts.get("join", 0),
-            "m.invited_member_count": counts.get("invite", 0),
-        }
-        named = await self._rooms.current_state_ids(room_id, ("m.room.name", "m.room.canonical_alias"))
-        if not named:
-            heroes = await self._rooms.some_members(room_id, ("join", "invite"), exclude=user_id, limit=HERO_COUNT)
-            if not heroes:  # everyone else left: name the room after who was there
-                heroes = await self._rooms.some_members(room_id, ("leave", "ban"), exclude=user_id, limit=HERO_COUNT)
-            summary["m.heroes"] = heroes
-        return summary
 
     # -- left rooms -----------------------------------------------------------------------------
 
@@ -437,24 +518,22 @@ class SyncHandler:
         events = [{"type": t, "content": c} for t, c in data.items()]
         return [e for e in events if request.filter.room.account_data.matches(e)]
 
-    async def _to_device(self, request: SyncRequest, since: SyncToken | None, upto: SyncToken) -> tuple[list, int]:
+    async def _to_device(self, request: SyncRequest, since: SyncToken, upto: SyncToken) -> tuple[list, int]:
         """Messages for this device. A sync with a later token acknowledges what the earlier one sent,
         so those are deleted now: each message is delivered until acknowledged, then never again."""
         source = self.sources.to_device
         if source is None:
             return [], upto.to_device
-        after = since.to_device if since is not None else 0
+        after = since.to_device
         if after:
             await source.delete_up_to(request.user_id, request.device_id, after)
         return await source.messages_for(request.user_id, request.device_id, after, upto.to_device, MAX_TO_DEVICE)
 
     async def _device_lists(
-        self, user_id: str, since: SyncToken | None, upto: SyncToken, changes: dict
+        self, user_id: str, since: SyncToken, upto: SyncToken, changes: dict
     ) -> dict[str, list[str]]:
         """Users sharing a room whose devices changed (or who newly share one: the client must fetch
         their keys), and users who no longer share any room."""
-        if since is None:
-            return {"changed": [], "left": []}
         sharing = await self._rooms.users_sharing_rooms(user_id)
         changed: set[str] = set()
         source = self.sources.device_lists
@@ -470,6 +549,11 @@ class SyncHandler:
             left |= {u for u in moved if u not in sharing}
         left.discard(user_id)  # the user's own devices stay in `changed`: clients notice their new devices
         return {"changed": sorted(changed), "left": sorted(left - changed)}
+
+
+def _with_unread(section: dict, counts: tuple[int, int]) -> dict:
+    section["unread_notifications"] = {"notification_count": counts[0], "highlight_count": counts[1]}
+    return section
 
 
 def _clamp(since: SyncToken, upto: SyncToken) -> SyncToken:

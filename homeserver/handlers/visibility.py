@@ -106,6 +106,19 @@ class HistoryVisibility:
                 visible.append((event, group))
         return visible
 
+    async def visible_to_every_member(self, groups: Iterable[int]) -> bool:
+        """Whether history visibility is `shared` or `world_readable` at each of these state groups. If
+        so, a user joined to the room now sees every event after which the state is one of them (see
+        may_see: both settings show everything to a current member), whatever their membership was back
+        then, and filter_visible(..., joined_now=True) keeps every such event: the check is the same for
+        every member and needs no per-user read."""
+        ids = {group: await self._state.get_state_ids(group, [HISTORY_VISIBILITY_KEY]) for group in set(groups)}
+        events = await self._events.get_events(i for found in ids.values() for i in found.values())
+        return all(
+            visibility_of(events.get(found.get(HISTORY_VISIBILITY_KEY, ""))) in (SHARED, WORLD_READABLE)
+            for found in ids.values()
+        )
+
     async def _groups_before(self, changes: Iterable[Event]) -> dict[str, int]:
         """For history visibility changes (state events), the state group before each: its prev event's."""
         prev = {event.event_id: event.prev_event_ids[0] for event in changes if event.prev_event_ids}

@@ -26,6 +26,31 @@ class Receipt:
     ts: int
 
 
+def private_receipts_txn(txn: Txn, user_id: str, room_ids: list[str], upto: int) -> dict[str, dict[str, Any]]:
+    """room id -> the content of an `m.receipt` EDU holding the user's own private receipts written at or
+    before `upto`, for those of `room_ids` that have any."""
+    rooms = set(room_ids)
+    out: dict[str, dict[str, Any]] = {}
+    rows = txn.execute(
+        "SELECT room_id, thread_id, event_id, ts FROM receipts"
+        " WHERE user_id = ? AND receipt_type = ? AND stream_id > 0 AND stream_id <= ? ORDER BY stream_id",
+        (user_id, READ_PRIVATE, upto),
+    ).fetchall()
+    for room_id, thread_id, event_id, ts in rows:
+        if room_id in rooms:
+            _add_receipt(out.setdefault(room_id, {}), event_id, READ_PRIVATE, user_id, thread_id, ts)
+    return out
+
+
+def _add_receipt(
+    content: dict[str, Any], event_id: str, receipt_type: str, user_id: str, thread_id: str, ts: int
+) -> None:
+    data: dict[str, Any] = {"ts": ts}
+    if thread_id != UNTHREADED:
+        data["thread_id"] = thread_id
+    content.setdefault(event_id, {}).setdefault(receipt_type, {})[user_id] = data
+
+
 class ReceiptStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -87,11 +112,7 @@ class ReceiptStore:
                 (*chunk, lower, upto, READ_PRIVATE, user_id),
             ).fetchall()
             for room_id, receipt_type, receipt_user, thread_id, event_id, ts in rows:
-                data: dict[str, Any] = {"ts": ts}
-                if thread_id != UNTHREADED:
-                    data["thread_id"] = thread_id
-                by_type = out.setdefault(room_id, {}).setdefault(event_id, {})
-                by_type.setdefault(receipt_type, {})[receipt_user] = data
+                _add_receipt(out.setdefault(room_id, {}), event_id, receipt_type, receipt_user, thread_id, ts)
         return out
 
     async def read_position(self, user_id: str, room_id: str) -> str | None:

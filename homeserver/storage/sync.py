@@ -1,0 +1,127 @@
+"""What an initial sync reads for its user, in one transaction.
+
+An initial sync used to read a dozen small things one transaction each (stream positions, the user's
+rooms, unread counts, room account data, private receipts, to-device messages, key counts); under a herd
+of clients those round trips, not the SQL, were the cost. They are read here together, a few statements
+in all. Some rows belong to other stores, and are read here as those stores read them for the same
+answer (push.unread_counts, account_data.room_changes, to_device.messages_for, e2e.one_time_key_counts
+and unused_fallback_key_types): a change to what one of those returns must be made here too.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from homeserver.storage.database import Database, Txn
+from homeserver.storage.receipts import private_receipts_txn
+
+
+@dataclass(frozen=True)
+class UserSnapshot:
+    """One user's side of an initial sync, all read in one transaction at `positions`."""
+
+    positions: dict[str, int]  # stream name -> position, as in a sync token
+    memberships: dict[str, str]  # room id -> the user's membership, for every room they have one in
+    room_streams: dict[str, int]  # joined room -> its last event at or before positions["events"]
+    receipt_streams: dict[str, int]  # joined room -> its last receipt at or before positions["receipts"]
+    private_receipts: dict[str, dict[str, Any]]  # joined room -> m.receipt content of the user's private ones
+    room_account_data: dict[str, dict[str, dict[str, Any]]]  # room -> type -> content
+    unread_counts: dict[str, tuple[int, int]]  # room -> (notifications, highlights)
+    to_device: list[dict[str, Any]]  # the device's oldest messages, at most the limit asked for
+    to_device_position: int  # where the next sync goes on from: the last message sent, or the stream's end
+    one_time_key_counts: dict[str, int]
+    fallback_key_types: list[str]
+
+    def rooms(self, membership: str) -> list[str]:
+        return sorted(room_id for room_id, m in self.memberships.items() if m == membership)
+
+
+class SyncStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def initial_snapshot(self, user_id: str, device_id: str, to_device_limit: int) -> UserSnapshot:
+        return await self._db.run(
+            "sync.initial_snapshot", self._snapshot_txn, user_id, device_id, to_device_limit, readonly=True
+        )
+
+    def _snapshot_txn(self, txn: Txn, user_id: str, device_id: str, to_device_limit: int) -> UserSnapshot:
+        # Positions first: everything below is bounded by them, so it is what a token at them covers.
+        positions = {
+            name: int(value) for name, value in txn.execute("SELECT name, value FROM stream_counters").fetchall()
+        }
+        # The user's rooms, and for those they are joined to the last event and receipt at the positions:
+        # one index probe each, in the same statement (a round trip is what costs, not the probe).
+        memberships, room_streams, receipt_streams = {}, {}, {}
+        for room_id, membership, room_stream, receipt_stream in txn.execute(
+            "SELECT c.room_id, c.membership,"
+            " CASE WHEN c.membership = 'join' THEN (SELECT e.stream_ordering FROM events e"
+            "  WHERE e.room_id = c.room_id AND e.stream_ordering <= ? ORDER BY e.stream_ordering DESC LIMIT 1) END,"
+            " CASE WHEN c.membership = 'join' THEN (SELECT r.stream_id FROM receipts r"
+            "  WHERE r.room_id = c.room_id AND r.stream_id <= ? ORDER BY r.stream_id DESC LIMIT 1) END"
+            " FROM current_state c WHERE c.state_key = ? AND c.type = 'm.room.member'",
+            (positions.get("events", 0), positions.get("receipts", 0), user_id),
+        ).fetchall():
+            memberships[room_id] = membership
+            if room_stream is not None:
+                room_streams[room_id] = int(room_stream)
+            if receipt_stream is not None:
+                receipt_streams[room_id] = int(receipt_stream)
+        account_data: dict[str, dict[str, dict[str, Any]]] = {}
+        for room_id, data_type, content in txn.execute(
+            "SELECT room_id, type, content FROM room_account_data"
+            " WHERE user_id = ? AND stream_id > 0 AND stream_id <= ?",
+            (user_id, positions.get("account_data", 0)),
+        ).fetchall():
+            account_data.setdefault(room_id, {})[data_type] = json.loads(content)
+        unread = {
+            room_id: (notify, highlight)
+            for room_id, notify, highlight in txn.execute(
+                "SELECT room_id, notification_count, highlight_count FROM push_summary WHERE user_id = ?", (user_id,)
+            ).fetchall()
+        }
+        to_device, to_device_position = _to_device_txn(
+            txn, user_id, device_id, positions.get("to_device", 0), to_device_limit
+        )
+        counts = {"signed_curve25519": 0}  # always there: some clients read it without checking
+        fallback = []
+        for kind, algorithm, n in txn.execute(
+            "SELECT 'count', algorithm, count(*) FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ?"
+            " GROUP BY algorithm"
+            " UNION ALL SELECT 'fallback', algorithm, 0 FROM e2e_fallback_keys"
+            " WHERE user_id = ? AND device_id = ? AND used = 0",
+            (user_id, device_id, user_id, device_id),
+        ).fetchall():
+            if kind == "count":
+                counts[algorithm] = int(n)
+            else:
+                fallback.append(algorithm)
+        return UserSnapshot(
+            positions=positions,
+            memberships=memberships,
+            room_streams=room_streams,
+            receipt_streams=receipt_streams,
+            private_receipts=private_receipts_txn(txn, user_id, list(room_streams), positions.get("receipts", 0)),
+            room_account_data=account_data,
+            unread_counts=unread,
+            to_device=to_device,
+            to_device_position=to_device_position,
+            one_time_key_counts=counts,
+            fallback_key_types=sorted(fallback),
+        )
+
+
+def _to_device_txn(txn: Txn, user_id: str, device_id: str, upto: int, limit: int) -> tuple[list[dict], int]:
+    """The device's messages up to `upto`, oldest first, at most `limit`; and the position of the last one
+    returned when there are more, else `upto`."""
+    rows = txn.execute(
+        "SELECT stream_id, message_json FROM device_inbox"
+        " WHERE user_id = ? AND device_id = ? AND stream_id > 0 AND stream_id <= ? ORDER BY stream_id LIMIT ?",
+        (user_id, device_id, upto, limit + 1),
+    ).fetchall()
+    if len(rows) > limit:
+        rows = rows[:limit]
+        position = int(rows[-1][0]) if rows else 0
+    else:
+        position = upto
+    return [json.loads(r[1]) for r in rows], position

@@ -2,6 +2,7 @@
 or per room, and what sync sends of it. Only the owner reads or writes it; the types the server
 manages (`m.fully_read`, `m.push_rules`) are readable but set through their own APIs only."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.core.errors import MatrixError
@@ -20,6 +21,10 @@ class AccountDataHandler:
     def __init__(self, store: AccountDataStore, notifier: Notifier | None = None) -> None:
         self._store = store
         self.notifier = notifier
+        # user id -> their whole push ruleset (set by the app). `m.push_rules` is read from it rather than
+        # from the table: users who never changed a rule have no row, and the server defaults they get
+        # may change with the server's version.
+        self.push_rules: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
     # -- the client API -----------------------------------------------------------------------
 
@@ -30,6 +35,8 @@ class AccountDataHandler:
 
     async def get_global(self, requester: Requester, user_id: str, data_type: str) -> dict[str, Any]:
         _check_owner(requester, user_id)
+        if data_type == PUSH_RULES and self.push_rules is not None:
+            return await self.push_rules(user_id)
         content = await self._store.get_global(user_id, data_type)
         if content is None:
             raise MatrixError(404, "M_NOT_FOUND", "Account data not found.")
@@ -74,8 +81,11 @@ class AccountDataHandler:
 
     async def global_account_data(self, user_id: str, after: int | None, upto: int) -> dict[str, dict[str, Any]]:
         """type -> content of the user's global account data changed in (after, upto]; all when
-        `after` is None."""
-        return await self._store.global_account_data(user_id, after, upto)
+        `after` is None, which always includes `m.push_rules`."""
+        data = await self._store.global_account_data(user_id, after, upto)
+        if self.push_rules is not None and (after is None or PUSH_RULES in data):
+            data[PUSH_RULES] = await self.push_rules(user_id)
+        return data
 
     async def room_account_data(
         self, user_id: str, after: int | None, upto: int

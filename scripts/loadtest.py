@@ -889,6 +889,9 @@ def build_parser() -> argparse.ArgumentParser:
     from loadtest_herd import add_parser as add_herd_parser  # scripts/loadtest_herd.py: the thundering herd
 
     add_herd_parser(sub)
+    from loadtest_catchup import add_parser as add_catchup_parser  # scripts/loadtest_catchup.py: a million unread
+
+    add_catchup_parser(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.core.state_res import resolve_state
 from homeserver.handlers.push import PushActionsBuilder
 from homeserver.storage.events import EventStore, PersistedEvent, ResolvedState, TxnKey
+from homeserver.storage.push import PushAction
 from homeserver.storage.rooms import RoomRecord, RoomStore
 from homeserver.storage.state import StateKey, StateStore
 
@@ -53,6 +54,8 @@ class RoomEventSender:
         # Wakes the room members' long-polling syncs once an event is stored (set by the app).
         self.notify_room: Callable[[str], Awaitable[None]] | None = None
         self.push: PushActionsBuilder | None = None  # who an event notifies (set by the app)
+        # Told of an event's stored push actions, to wake those users' pushers (set by the app).
+        self.pushed: Callable[[list[PushAction]], None] | None = None
 
     @asynccontextmanager
     async def room_lock(self, room_id: str):
@@ -113,6 +116,8 @@ class RoomEventSender:
             delta = {(event.type, event.state_key): event.event_id} if event.is_state() else None
             push_actions = await self.push.actions_for(room_version, event, auth_state) if self.push else []
             persisted = await self._events.persist(event, prev_group, delta, txn_key, resolved, push_actions)
+        if push_actions and self.pushed is not None:
+            self.pushed(push_actions)
         await self.persisted(room_id)
         return persisted
 

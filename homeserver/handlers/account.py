@@ -27,6 +27,10 @@ class AccountHandler:
 
     async def deactivate(self, requester: Requester, auth: Any) -> None:
         await self._ui_auth.require_password(requester.user_id, auth)
-        await self._accounts.deactivate(requester.user_id)
+        await self.deactivate_user(requester.user_id)
+
+    async def deactivate_user(self, user_id: str) -> None:
+        """Deactivation itself, once the password is checked (or an admin asked for it)."""
+        await self._accounts.deactivate(user_id)
         if self.e2e is not None:
-            await self.e2e.devices_removed(requester.user_id)
+            await self.e2e.devices_removed(user_id)

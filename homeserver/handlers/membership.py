@@ -1,5 +1,6 @@
 """Joining, leaving, inviting, knocking and moderating: each a member event under the room's rules."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.core.errors import MatrixError
@@ -26,6 +27,8 @@ class MembershipHandler:
         self._events = events
         self._accounts = accounts
         self._profiles = profiles
+        # Refuses rooms an admin blocked or is deleting (set by the app: PurgeHandler.check_joinable).
+        self.check_joinable: Callable[[str], Awaitable[None]] | None = None
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("#"):
@@ -41,6 +44,7 @@ class MembershipHandler:
 
     async def join(self, requester: Requester, room_id_or_alias: str, reason: str | None = None) -> str:
         room_id = await self.resolve_room(room_id_or_alias)
+        await self._joinable(room_id)
         await self._sender.get_room(room_id)  # 404 for a room we do not hold
         content: dict[str, Any] = {"membership": "join", **(await self._profiles.member_profile(requester.user_id))}
         if reason:
@@ -91,6 +95,7 @@ class MembershipHandler:
 
     async def invite(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
         await self._require_local_user(user_id)
+        await self._joinable(room_id)
         current = await self._rooms.get_membership(room_id, user_id)
         if current and current[0] == "join":
             raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is already in the room")
@@ -118,6 +123,7 @@ class MembershipHandler:
 
     async def knock(self, requester: Requester, room_id_or_alias: str, reason: str | None = None) -> str:
         room_id = await self.resolve_room(room_id_or_alias)
+        await self._joinable(room_id)
         _, room_version = await self._sender.get_room(room_id)
         if not room_version.knock_join_rule:
             raise MatrixError(403, "M_FORBIDDEN", f"Room version {room_version.identifier} does not allow knocking")
@@ -149,6 +155,10 @@ class MembershipHandler:
         if reason:
             content["reason"] = reason
         return await self._sender.send(room_id, sender, "m.room.member", content, target)
+
+    async def _joinable(self, room_id: str) -> None:
+        if self.check_joinable is not None:
+            await self.check_joinable(room_id)
 
     async def _require_local_user(self, user_id: str) -> None:
         server = _require_user_id(user_id)

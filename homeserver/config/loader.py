@@ -168,6 +168,7 @@ def _resolve_paths(config: HomeserverConfig, base: Path) -> HomeserverConfig:
         "signing_key_path": resolve(config.signing_key_path),
         "tls_certificate_path": resolve(config.tls_certificate_path),
         "tls_private_key_path": resolve(config.tls_private_key_path),
+        "media": dataclasses.replace(config.media, media_store_path=resolve(config.media.media_store_path)),
     }
     if config.database.name == "sqlite3" and config.database.args["database"] != ":memory:":
         args = {**config.database.args, "database": resolve(config.database.args["database"])}

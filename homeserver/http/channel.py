@@ -13,8 +13,10 @@ A connection is in one of four states:
 IDLE and READING connections are evictable by admission control. An evicted connection that is owed an
 answer (fresh, or part-way through a request) gets 503 M_LIMIT_EXCEEDED with Retry-After; an idle
 keep-alive is just closed. A body larger than the limit is refused with 413 as soon as its length is
-known (or exceeded, for chunked bodies), before the rest arrives; bodies are held in memory, never in
-temporary files, so a slow upload costs no extra descriptor.
+known (or exceeded, for chunked bodies), before the rest arrives. JSON bodies are held in memory, never in
+temporary files, so a slow request costs no extra descriptor. An endpoint that takes files (a
+StreamedBodyEndpoint: media uploads) has its own limit and a sink the body streams into; such a body
+arriving at a steady pace is not cut off by read_timeout (see bodies.py).
 """
 
 import contextlib
@@ -30,7 +32,9 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.web import http, server
 
+from homeserver.core.errors import MatrixError
 from homeserver.http.admission import ACCEPT_FAILED, REFUSAL_LOG_INTERVAL_S, AdmissionController
+from homeserver.http.bodies import PROGRESS_BYTES, BodySink, StreamedBodyEndpoint, has_access_token
 
 logger = logging.getLogger(__name__)
 
@@ -64,27 +68,87 @@ def busy_response(retry_after_ms: int) -> bytes:
 
 
 class MatrixRequest(server.Request):
-    """A request whose body is bounded and which is dispatched by the site's router."""
+    """A request whose body is bounded and which is dispatched by the site's router. The route is matched
+    as soon as the head has arrived, because it decides how the body is read."""
+
+    route: Any = None  # (endpoint, template, params), or the MatrixError the path gets
+    body_sink: BodySink | None = None  # where a streamed body goes, until the endpoint takes it
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Twisted would parse a form-encoded POST body into args; no Matrix API takes one, and an upload
+        # may well be labelled as one.
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
 
     def gotLength(self, length: int | None) -> None:
         self.content = io.BytesIO()
         self._body_size = 0
         self._refused = False
-        if length is not None and length > self.channel.site.max_body_size:
+        site = self.channel.site
+        # The request line is parsed but Twisted sets method and path only once the body is in.
+        method, uri = self.channel._command, self.channel._path
+        path = uri.split(b"?", 1)[0]
+        try:
+            self.route = site.router.match(method.decode("ascii", "replace"), path.decode("ascii", "replace"))
+        except MatrixError as e:
+            self.route = e
+        endpoint = self.route[0] if isinstance(self.route, tuple) else None
+        streamed = isinstance(endpoint, StreamedBodyEndpoint)
+        self._body_limit = endpoint.max_body_size if streamed else site.max_body_size
+        if length is not None and length > self._body_limit:
             self._refuse_too_large()
+        elif streamed:
+            self._open_sink(endpoint, uri)
+
+    def _open_sink(self, endpoint: StreamedBodyEndpoint, uri: bytes) -> None:
+        # Nobody may make the server write a file to disk without at least presenting a token; whether it
+        # is valid is checked once the body is in, as for any request.
+        if not has_access_token(self.requestHeaders.getRawHeaders(b"Authorization"), uri):
+            self._refused = True
+            self.channel.refuse(raw_error_response(401, "M_MISSING_TOKEN", "Missing access token."))
+            return
+        self.body_sink = endpoint.open_body()
+        self._unreported = 0
+        if self.body_sink is None:
+            self._refused = True
+            self.channel.refuse(busy_response(self.channel.admission.retry_after_ms))
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
         self._body_size += len(data)
-        if self._body_size > self.channel.site.max_body_size:
+        if self._body_size > self._body_limit:
             self._refuse_too_large()
             return
-        self.content.write(data)
+        if self.body_sink is None:
+            self.content.write(data)
+            return
+        try:
+            self.body_sink.write(data)
+        except OSError as e:  # the disk is full, or failing: say so rather than drop the connection
+            logger.error("cannot store an upload: %s", e)
+            self._refused = True
+            self._discard_body()
+            self.channel.refuse(raw_error_response(500, "M_UNKNOWN", "The server cannot store uploads right now"))
+            return
+        self._unreported += len(data)
+        if self._unreported >= PROGRESS_BYTES:
+            self._unreported = 0
+            self.channel.body_progress()
+
+    def take_body_sink(self) -> BodySink | None:
+        """The streamed body, which the caller now owns (and must close)."""
+        sink, self.body_sink = self.body_sink, None
+        return sink
+
+    def _discard_body(self) -> None:
+        sink = self.take_body_sink()
+        if sink is not None:
+            sink.close()
 
     def _refuse_too_large(self) -> None:
         self._refused = True
-        limit = self.channel.site.max_body_size
+        self._discard_body()
+        limit = int(self._body_limit)
         self.channel.refuse(raw_error_response(413, "M_TOO_LARGE", f"Request body is larger than {limit} bytes"))
 
     def process(self) -> None:
@@ -93,6 +157,14 @@ class MatrixRequest(server.Request):
         self.site = self.channel.site
         self.channel.request_started()
         self.site.dispatch(self)
+
+    def finish(self) -> None:
+        self._discard_body()  # the endpoint did not take it (it failed, or refused the request)
+        super().finish()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._discard_body()
+        super().connectionLost(reason)
 
 
 class MatrixChannel(http.HTTPChannel):
@@ -118,6 +190,11 @@ class MatrixChannel(http.HTTPChannel):
             self._arm(self.site.read_timeout)
         super().dataReceived(data)
 
+    def body_progress(self) -> None:
+        """A streamed body keeps arriving: it gets read_timeout again for the next PROGRESS_BYTES."""
+        if self._state == READING:
+            self._arm(self.site.read_timeout)
+
     def request_started(self) -> None:
         self._state = ACTIVE
         self._cancel_timer()
@@ -138,6 +215,12 @@ class MatrixChannel(http.HTTPChannel):
         self._arm(self.site.idle_timeout)
         self.admission.connection_waiting(self)
         super().requestDone(request)
+
+    def _send100Continue(self) -> None:
+        # Twisted answers `Expect: 100-continue` right after gotLength; a request refused from its head
+        # alone has had its answer already and must not be asked for its body.
+        if self._state != CLOSING:
+            super()._send100Continue()
 
     def refuse(self, response: bytes) -> None:
         """Answer with a pre-built error and close, ignoring anything more the client sends."""

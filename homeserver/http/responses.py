@@ -1,9 +1,10 @@
-"""Response bodies: JSON encoding and gzip, shared by every endpoint."""
+"""Response bodies: JSON encoding and gzip, shared by every endpoint; files sent as they are read."""
 
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 5  # most of level 9's saving at a fraction of its CPU
@@ -18,6 +19,20 @@ class Response:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     gzipped: bytes | None = None
+    compress: bool = True  # False for bodies gzip would not shrink (images, archives)
+
+
+@dataclass
+class FileResponse:
+    """An open file to send as the body (see bodies.FileTransfer); `close` is called once it is sent, or
+    the client is gone, and must close the file."""
+
+    status: int
+    file: BinaryIO
+    length: int
+    content_type: str
+    close: Callable[[], None]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def encode_json(value: Any) -> bytes:

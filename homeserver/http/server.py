@@ -12,9 +12,10 @@ from twisted.web import server
 from homeserver.core.errors import LimitExceeded, MatrixError
 from homeserver.core.work_class import BULK, LIGHT, current_work_class
 from homeserver.http.admission import LONG_POLL, SHORT, AdmissionController
+from homeserver.http.bodies import FileTransfer
 from homeserver.http.channel import MatrixChannel, MatrixRequest
 from homeserver.http.request import ApiRequest, Authenticator
-from homeserver.http.responses import GZIP_MIN_BYTES, Response, accepts_gzip, encode_json, gzip_bytes
+from homeserver.http.responses import GZIP_MIN_BYTES, FileResponse, Response, accepts_gzip, encode_json, gzip_bytes
 from homeserver.http.routing import Router
 
 logger = logging.getLogger(__name__)
@@ -89,11 +90,10 @@ class MatrixSite(server.Site):
         if request.method == "OPTIONS":
             self._finish(request, Response(200, b"{}"), start, "OPTIONS")
             return
-        try:
-            endpoint, template, params = self.router.match(request.method, request.path)
-        except MatrixError as e:
-            self._finish(request, error_response(e), start, "-")
+        if isinstance(raw.route, MatrixError):  # matched when the head arrived (channel.MatrixRequest)
+            self._finish(request, error_response(raw.route), start, "-")
             return
+        endpoint, template, params = raw.route
         kind = LONG_POLL if endpoint.is_long_poll(request) else SHORT
         if not self.admission.try_start(kind):
             raw.setHeader(b"Connection", b"close")
@@ -134,24 +134,42 @@ class MatrixSite(server.Site):
         )
         return error_response(MatrixError(500, "M_UNKNOWN", f"Internal server error (request id {request.request_id})"))
 
-    def _finish(self, request: ApiRequest, response: Response | None, start: float, template: str) -> None:
+    def _finish(
+        self, request: ApiRequest, response: Response | FileResponse | None, start: float, template: str
+    ) -> None:
         raw = request.raw
         if response is None or raw._disconnected or raw.finished:
+            if isinstance(response, FileResponse):
+                response.close()
             return
-        body = response.body
-        if self.compress and len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.header("Accept-Encoding")):
-            body = response.gzipped or gzip_bytes(body)
-            raw.setHeader(b"Content-Encoding", b"gzip")
-            raw.setHeader(b"Vary", b"Accept-Encoding")
+        if isinstance(response, FileResponse):
+            body, length = b"", response.length
+        else:
+            body = response.body
+            if (
+                self.compress
+                and response.compress
+                and len(body) >= GZIP_MIN_BYTES
+                and accepts_gzip(request.header("Accept-Encoding"))
+            ):
+                body = response.gzipped or gzip_bytes(body)
+                raw.setHeader(b"Content-Encoding", b"gzip")
+                raw.setHeader(b"Vary", b"Accept-Encoding")
+            length = len(body)
         raw.setResponseCode(response.status)
         raw.setHeader(b"Content-Type", response.content_type.encode())
-        raw.setHeader(b"Content-Length", str(len(body)).encode())
+        raw.setHeader(b"Content-Length", str(length).encode())
         raw.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
         for name, value in response.headers.items():
             raw.setHeader(name.encode(), value.encode())
-        if request.method != "HEAD":
-            raw.write(body)
-        raw.finish()
+        if isinstance(response, FileResponse) and request.method != "HEAD":
+            FileTransfer(raw, response, self.reactor, self.idle_timeout).start()
+        else:
+            if isinstance(response, FileResponse):
+                response.close()
+            elif request.method != "HEAD":
+                raw.write(body)
+            raw.finish()
         user = request.requester.user_id if request.requester else "-"
         access_logger.info(
             "%s %s %s %s %s %d %.1fms %dB",
@@ -162,12 +180,12 @@ class MatrixSite(server.Site):
             template,
             response.status,
             (time.monotonic() - start) * 1000,
-            len(body),
+            length,
         )
 
 
-def _as_response(result: Any) -> Response:
-    if isinstance(result, Response):
+def _as_response(result: Any) -> Response | FileResponse:
+    if isinstance(result, (Response, FileResponse)):
         return result
     status, body = result
     return Response(status, encode_json(body))

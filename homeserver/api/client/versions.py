@@ -27,7 +27,9 @@ class Versions(Endpoint):
     method, path = "GET", "/_matrix/client/versions"
 
     async def handle(self, request: Any) -> tuple[int, dict]:
-        return 200, {"versions": SUPPORTED_VERSIONS, "unstable_features": {}}
+        # MSC3916 (authenticated media, Matrix 1.11): tells clients below v1.11 to download through
+        # /_matrix/client/v1/media, since the legacy endpoints are frozen for new media (docs/media.md).
+        return 200, {"versions": SUPPORTED_VERSIONS, "unstable_features": {"org.matrix.msc3916.stable": True}}
 
 
 class ClientWellKnown(Endpoint):

@@ -7,7 +7,10 @@ from twisted.internet import ssl
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from homeserver.api import health
+from homeserver.api.admin import purges as admin_purges
 from homeserver.api.admin import register as admin_register
+from homeserver.api.admin import statistics as admin_statistics
+from homeserver.api.admin import users as admin_users
 from homeserver.api.client import (
     account,
     account_data,
@@ -16,8 +19,12 @@ from homeserver.api.client import (
     directory,
     keys,
     login,
+    media,
     membership,
+    notifications,
     profile,
+    push_rules,
+    pushers,
     receipts,
     register,
     room_reads,
@@ -32,17 +39,27 @@ from homeserver.config.signing_key import load_signing_key
 from homeserver.config.types import ConfigError
 from homeserver.handlers.account import AccountHandler
 from homeserver.handlers.account_data import AccountDataHandler
+from homeserver.handlers.admin.jobs import PurgeJobs
+from homeserver.handlers.admin.purges import PurgeHandler
+from homeserver.handlers.admin.statistics import AdminStatistics
+from homeserver.handlers.admin.users import AdminUsers
 from homeserver.handlers.auth import Authenticator
+from homeserver.handlers.batches import Batches, BatchPace, blocking_sleep, reactor_sleep
 from homeserver.handlers.devices import DeviceHandler
 from homeserver.handlers.directory import DirectoryHandler
 from homeserver.handlers.e2e_keys import E2eKeysHandler
 from homeserver.handlers.login import LoginHandler, LoginLimits
+from homeserver.handlers.media import MediaHandler
 from homeserver.handlers.membership import MembershipHandler
 from homeserver.handlers.messages import MessageHandler
+from homeserver.handlers.notifications import NotificationsHandler
 from homeserver.handlers.notifier import Notifier
 from homeserver.handlers.passwords import PasswordHasher
 from homeserver.handlers.profiles import ProfileHandler
 from homeserver.handlers.push import PushActionsBuilder
+from homeserver.handlers.push_pruner import PushPruner
+from homeserver.handlers.push_rules import PushRulesHandler
+from homeserver.handlers.pushers import NotificationBuilder, PusherHandler, PusherPool
 from homeserver.handlers.ratelimit import RateLimiter
 from homeserver.handlers.receipts import ReceiptHandler
 from homeserver.handlers.registration import RegistrationHandler
@@ -62,18 +79,26 @@ from homeserver.http.routing import Endpoint, Router
 from homeserver.http.server import MatrixSite
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.accounts import AccountStore
+from homeserver.storage.admin import AdminStore
 from homeserver.storage.database import Database, DatabaseBusy
 from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.engines import create_engine
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
+from homeserver.storage.media import MediaStore
+from homeserver.storage.media_files import MediaFiles
 from homeserver.storage.migrations import migrate
 from homeserver.storage.profiles import ProfileStore
+from homeserver.storage.purge import PurgeStore
 from homeserver.storage.push import PushStore
+from homeserver.storage.push_rules import PushRuleStore
+from homeserver.storage.pushers import PusherStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
+from homeserver.storage.statistics import StatisticsStore
+from homeserver.storage.sync import SyncStore
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.ui_auth import UiAuthStore
 
@@ -116,10 +141,15 @@ class HomeServer:
         self.devices = DeviceHandler(self.accounts, self.ui_auth)
         self.account = AccountHandler(self.accounts, self.passwords, self.ui_auth)
         self.authenticator = Authenticator(self.accounts)
+        self.media = MediaHandler(
+            config.server_name, MediaStore(self.db), MediaFiles(config.media.media_store_path), config.media, reactor
+        )
         self._build_rooms()
         self._build_e2e()
         self._build_ephemeral()
         self._build_sync()
+        self._build_pushers()
+        self._build_admin()
         self.admission: AdmissionController | None = None
         self.ports: list[Any] = []
 
@@ -156,8 +186,19 @@ class HomeServer:
         self.room_sender.notify_room = self.notifier.notify_room
         self.filters = FilterStore(self.db)
         self.push_store = PushStore(self.db)
-        self.room_sender.push = PushActionsBuilder(self.rooms, self.events)
+        self.push_rules = PushRulesHandler(PushRuleStore(self.db), self.account_data)
+        self.account_data.push_rules = self.push_rules.ruleset
+        push_actions = PushActionsBuilder(self.rooms, self.events, self.push_rules)
+        self.push_rules.on_change.append(push_actions.forget)
+        self.room_sender.push = push_actions
         self.receipts.push = self.push_store
+        self.notifications = NotificationsHandler(
+            self.push_store, self.events, ClientEventSerializer(self.events, self.state)
+        )
+        push = self.config.push
+        sleep = reactor_sleep(self.reactor) if self.reactor is not None else blocking_sleep
+        pace = BatchPace(push.prune_batch_size, push.prune_pause_ms / 1000)
+        self.push_pruner = PushPruner(self.push_store, Batches(self.db, sleep, pace), push)
         self.sync_sources = SyncSources(
             push=self.push_store,
             receipts=self.receipts,
@@ -177,6 +218,8 @@ class HomeServer:
             ClientEventSerializer(self.events, self.state),
             self.notifier,
             self.sync_sources,
+            SyncStore(self.db),
+            self.reactor,
         )
 
     def _build_e2e(self) -> None:
@@ -188,6 +231,27 @@ class HomeServer:
         self.to_device = ToDeviceHandler(self.config.server_name, ToDeviceStore(self.db))
         # Devices created or deleted change device lists; a deleted device's keys and inbox go with it.
         self.login.e2e = self.devices.e2e = self.account.e2e = self.e2e_keys
+
+    def _build_pushers(self) -> None:
+        """HTTP pushers, woken by the events whose push actions notify their users; they start sending
+        with start(). A pusher goes with its device (a foreign key), so logouts need no call here."""
+        store = PusherStore(self.db)
+        self.pusher_pool = PusherPool(store, NotificationBuilder(self.events, self.rooms, store), self.reactor)
+        self.room_sender.pushed = self.pusher_pool.notified
+        self.pushers = PusherHandler(store, self.pusher_pool)
+
+    def _build_admin(self) -> None:
+        """Admin purges (inline in the CLI, in the background over HTTP), deactivation and statistics.
+        Joins, invites and knocks to rooms an admin blocked or is deleting are refused."""
+        admin = AdminStore(self.db)
+        purge_store = PurgeStore(self.db)
+        self.purges = PurgeHandler(purge_store, admin, self.rooms, self.accounts, self.room_sender)
+        self.membership.check_joinable = self.purges.check_joinable
+        push = self.config.push
+        pace = BatchPace(push.prune_batch_size, push.prune_pause_ms / 1000)
+        self.purge_jobs = PurgeJobs(self.reactor, self.db, pace)
+        self.admin_users = AdminUsers(self.accounts, self.account, admin, self.rooms, self.room_sender)
+        self.admin_statistics = AdminStatistics(StatisticsStore(self.db), purge_store, self.rooms, admin)
 
     async def prepare_database(self) -> list[int]:
         return await migrate(self.db)
@@ -202,6 +266,9 @@ class HomeServer:
             *account.endpoints(self.account),
             *devices.endpoints(self.devices),
             *admin_register.endpoints(self.shared_secret_registration, self.login),
+            *admin_purges.endpoints(self.purges, self.purge_jobs),
+            *admin_users.endpoints(self.admin_users),
+            *admin_statistics.endpoints(self.admin_statistics),
             capabilities.Capabilities(),
             *room_send.endpoints(self.room_creation, self.messages),
             *membership.endpoints(self.membership, self.rooms),
@@ -211,9 +278,14 @@ class HomeServer:
             *sync.endpoints(self.sync, self.filters),
             *typing.endpoints(self.typing),
             *receipts.endpoints(self.receipts),
+            *notifications.endpoints(self.notifications),
             *account_data.endpoints(self.account_data),
+            *push_rules.endpoints(self.push_rules),
+            *pushers.endpoints(self.pushers),
             *keys.endpoints(self.e2e_keys),
             *to_device.endpoints(self.to_device),
+            # Files held open for uploads and downloads come out of the descriptors kept in reserve.
+            *media.endpoints(self.media, max(1, self.config.admission_control.fd_reserve // 2)),
         ]
 
     def health_status(self) -> tuple[bool, dict[str, Any]]:
@@ -232,7 +304,11 @@ class HomeServer:
                 "coalesced": self.sync.flights.shared,
                 "room_states_built": self.sync.state_computations,
                 "room_state_cache_bytes": self.sync.state_fragments.bytes,
+                "room_sections_built": self.sync.shared.section_computations,
+                "room_section_cache_bytes": self.sync.shared.sections.bytes,
             },
+            "access_tokens": {"cached": len(self.accounts.tokens), "reads": self.accounts.token_reads},
+            "push_pruner": self.push_pruner.status(),
         }
         return not db_saturated, components
 
@@ -240,6 +316,9 @@ class HomeServer:
         applied = await self.prepare_database()
         if applied:
             logger.info("applied database migrations %s", applied)
+        self.media.prepare()
+        self.push_pruner.start(self.reactor)  # stops itself on reactor shutdown
+        await self.pusher_pool.start()  # sends what arrived while the server was down; stops on shutdown
         admission_config = self.config.admission_control
         budget = compute_budget(admission_config.fd_reserve, database_fds(self.config.database))
         limits = derive_limits(admission_config, budget)

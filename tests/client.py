@@ -1,5 +1,6 @@
 """A small HTTP client that speaks the client-server API, for tests."""
 
+import json
 import uuid
 from typing import Any
 
@@ -134,3 +135,54 @@ def new_room_user(base_url: str, username: str | None = None) -> RoomClient:
     client = RoomClient(base_url)
     client.register(username)
     return client
+
+
+# -- push rules and unread counts ---------------------------------------------------------------
+
+
+def push_rule_path(kind: str, rule_id: str, attribute: str = "", scope: str = "global") -> str:
+    """/pushrules/{scope}/{kind}/{ruleId}[/{attribute}], the id percent-encoded."""
+    path = f"/_matrix/client/v3/pushrules/{scope}/{kind}/{quote(rule_id)}"
+    return f"{path}/{attribute}" if attribute else path
+
+
+def send_event(client: Client, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+    """Send a message event of any type; returns its id."""
+    path = f"/_matrix/client/v3/rooms/{quote(room_id)}/send/{quote(event_type)}/{uuid.uuid4().hex}"
+    return ok(client.put(path, content))["event_id"]
+
+
+def unread_counts(client: Client, room_id: str) -> tuple[int, int]:
+    """(notification_count, highlight_count) of a joined room, from an initial sync of that room alone."""
+    only_room = json.dumps({"room": {"rooms": [room_id], "timeline": {"limit": 1}}})
+    body = ok(client.get("/_matrix/client/v3/sync", params={"filter": only_room}))
+    # The server keeps an initial sync's answer for a client's retry until the client moves on from it;
+    # moving on makes the next call compute the counts afresh.
+    ok(client.get("/_matrix/client/v3/sync", params={"filter": only_room, "since": body["next_batch"]}))
+    counts = body["rooms"]["join"][room_id]["unread_notifications"]
+    return counts["notification_count"], counts["highlight_count"]
+
+
+# -- pushers --------------------------------------------------------------------------------------
+
+
+def pusher_body(url: str, pushkey: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A complete /pushers/set body for an HTTP pusher sending to `url`; `fields` replace or add keys."""
+    body = {
+        "kind": "http",
+        "app_id": "org.example.app",
+        "pushkey": "pk_" + uuid.uuid4().hex if pushkey is None else pushkey,
+        "app_display_name": "Example",
+        "device_display_name": "Phone",
+        "lang": "en",
+        "data": {"url": url},
+    }
+    return {**body, **fields}
+
+
+def set_pusher(client: Client, body: dict[str, Any]) -> requests.Response:
+    return client.post("/_matrix/client/v3/pushers/set", body)
+
+
+def pushers(client: Client) -> list[dict[str, Any]]:
+    return ok(client.get("/_matrix/client/v3/pushers"))["pushers"]

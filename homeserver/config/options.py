@@ -163,11 +163,58 @@ class PushConfig:
     """Push actions are cleared in the background, never in a request."""
 
     prune_batch_size: int = opt(
-        500, "push-action rows one pruner or admin-purge transaction deletes at most", min=1, max=100_000
+        500,
+        "push-action rows one pruner or admin-purge transaction deletes at most; each batch is one transaction, "
+        "keep it short (500 rows: about 10 ms on PostgreSQL)",
+        min=1,
+        max=10_000,
     )
-    prune_pause_ms: int = opt(50, "pause between two batches, in milliseconds", min=0)
-    prune_interval: float = opt(30.0, "seconds the pruner rests after it has caught up", min=0.1)
-    retention_days: float = opt(30.0, "push actions older than this are deleted even when unread", min=0.01)
+    prune_pause_ms: int = opt(50, "pause between two batches, in milliseconds: the database's time for requests", min=0)
+    prune_interval: float = opt(
+        30.0, "seconds the pruner rests after a run has caught up: read push actions wait at most this long", min=0.1
+    )
+    retention_days: float = opt(
+        30.0, "push actions older than this are deleted even when unread (their unread counts stay)", min=0.01
+    )
+
+
+@dataclass(frozen=True)
+class ThumbnailSizeConfig:
+    width: int = opt(32, "width of the box, in pixels", min=1, max=4096)
+    height: int = opt(32, "height of the box, in pixels", min=1, max=4096)
+    method: str = opt(
+        "crop", "crop: fill the box, cutting what overflows; scale: fit inside it", choices=("crop", "scale")
+    )
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The media repository: uploads, downloads and thumbnails."""
+
+    media_store_path: str = opt("data/media_store", "folder the uploaded files and thumbnails are kept in")
+    max_upload_size: ByteSize = opt(ByteSize(50 * 1024**2), "largest upload accepted (K, M, G suffixes allowed)", min=1)
+    freeze_legacy_media: bool = opt(
+        True,
+        "serve media uploaded from now on only through the authenticated /_matrix/client/v1/media endpoints "
+        "(Matrix 1.11); what was uploaded earlier stays on /_matrix/media/v3/download and /thumbnail too",
+    )
+    max_image_pixels: int = opt(
+        32_000_000, "images with more pixels than this are not thumbnailed (decompression bombs)", min=1
+    )
+    max_pending_media_uploads: int = opt(
+        5, "media ids (POST /_matrix/media/v1/create) a user may hold that are not uploaded to yet", min=1
+    )
+    unused_expiration_time: float = opt(86400.0, "seconds a media id from /create stays valid for its upload", min=60)
+    thumbnail_sizes: list[ThumbnailSizeConfig] = opt(
+        [
+            ThumbnailSizeConfig(32, 32, "crop"),
+            ThumbnailSizeConfig(96, 96, "crop"),
+            ThumbnailSizeConfig(320, 240, "scale"),
+            ThumbnailSizeConfig(640, 480, "scale"),
+            ThumbnailSizeConfig(800, 600, "scale"),
+        ],
+        "thumbnail boxes, made on first request and kept; a request is served the smallest that is big enough",
+    )
 
 
 @dataclass(frozen=True)
@@ -205,6 +252,7 @@ class HomeserverConfig:
     )
     admission_control: AdmissionControlConfig = opt(AdmissionControlConfig(), "limits on work accepted at once")
     push: PushConfig = opt(PushConfig(), "push notifications")
+    media: MediaConfig = opt(MediaConfig(), "the media repository")
     logging: LoggingConfig = opt(LoggingConfig(), "logging")
 
     def validate(self) -> None:

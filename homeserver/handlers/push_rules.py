@@ -8,16 +8,14 @@ up showing the last one.
 """
 
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
 from typing import Any
-
-from twisted.internet.defer import DeferredLock
 
 from homeserver.core.errors import MatrixError
 from homeserver.core.ids import parse_user_id
 from homeserver.core.push_rules import HISTORICAL_ACTIONS, KINDS, default_ruleset, is_server_default, merge_ruleset
 from homeserver.core.requester import Requester
 from homeserver.handlers.account_data import PUSH_RULES, AccountDataHandler
+from homeserver.handlers.keyed_lock import KeyedLock
 from homeserver.storage.push_rules import NewRule, PushRuleStore, UnknownRelativeRule, UserRules
 
 SCOPE = "global"  # the only ruleset the spec defines
@@ -114,7 +112,7 @@ class PushRulesHandler:
     def __init__(self, store: PushRuleStore, account_data: AccountDataHandler) -> None:
         self._store = store
         self._account_data = account_data
-        self._locks: dict[str, DeferredLock] = {}
+        self._locks = KeyedLock()
         # Users with rows in the store: everyone else has exactly the server defaults, which needs no
         # read. Loaded on first use; `_pending` keeps the changes made while it loads.
         self._customised: set[str] | None = None
@@ -219,7 +217,7 @@ class PushRulesHandler:
 
     async def _change(self, user_id: str, change: Callable[[], Awaitable[UserRules | None]]) -> None:
         """Run a change of the user's rules in the store (None: no such rule) and publish the result."""
-        async with self._user_lock(user_id):
+        async with self._locks.hold(user_id):
             rules = await change()
             if rules is None:
                 raise _not_found()
@@ -236,14 +234,3 @@ class PushRulesHandler:
             self._customised.add(user_id)
         else:
             self._customised.discard(user_id)
-
-    @asynccontextmanager
-    async def _user_lock(self, user_id: str):
-        lock = self._locks.setdefault(user_id, DeferredLock())
-        await lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(user_id, None)

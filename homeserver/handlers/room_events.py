@@ -7,11 +7,9 @@ check loads only the state it needs (create, power levels, the members concerned
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
-
-from twisted.internet.defer import DeferredLock
 
 from homeserver.core.errors import MatrixError
 from homeserver.core.event_auth import auth_types_for_event, check_auth
@@ -19,6 +17,7 @@ from homeserver.core.event_builder import build_event
 from homeserver.core.events import Event
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.core.state_res import resolve_state
+from homeserver.handlers.keyed_lock import KeyedLock
 from homeserver.handlers.push import PushActionsBuilder
 from homeserver.storage.events import EventStore, PersistedEvent, ResolvedState, TxnKey
 from homeserver.storage.push import PushAction
@@ -50,23 +49,15 @@ class RoomEventSender:
         self._rooms = rooms
         self._events = events
         self._state = state
-        self._locks: dict[str, DeferredLock] = {}
+        self._locks = KeyedLock()
         # Wakes the room members' long-polling syncs once an event is stored (set by the app).
         self.notify_room: Callable[[str], Awaitable[None]] | None = None
         self.push: PushActionsBuilder | None = None  # who an event notifies (set by the app)
         # Told of an event's stored push actions, to wake those users' pushers (set by the app).
         self.pushed: Callable[[list[PushAction]], None] | None = None
 
-    @asynccontextmanager
-    async def room_lock(self, room_id: str):
-        lock = self._locks.setdefault(room_id, DeferredLock())
-        await lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(room_id, None)
+    def room_lock(self, room_id: str) -> AbstractAsyncContextManager[None]:
+        return self._locks.hold(room_id)
 
     async def get_room(self, room_id: str) -> tuple[RoomRecord, RoomVersion]:
         room = await self._rooms.get_room(room_id)

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
 # The reactor is one thread: a full garbage collection under a sync herd stalled it for 60-115 ms.
 # Young generations collected less often (Python's default is 700, 10, 10) make full ones rare.
 GC_THRESHOLDS = (20_000, 20, 10)
+# The reactor gives up the GIL on every socket call and must win it back from database threads; Python's
+# 5 ms default made each hand-back up to 5 ms while a herd kept those threads busy.
+SWITCH_INTERVAL_S = 0.001
 
 
 def _freeze_startup_objects(_: Any) -> None:
@@ -107,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         reactor.stop()
 
     gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     reactor.callWhenRunning(
         lambda: defer.ensureDeferred(hs.start()).addCallback(_freeze_startup_objects).addErrback(failed)
     )

@@ -47,14 +47,17 @@ class Txn:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._cursor.executemany(self._engine.convert_sql(sql), [tuple(r) for r in rows])
 
-    def insert_many(self, table: str, columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> None:
-        """Multi-row INSERTs in chunks: one round trip per chunk instead of one per row."""
+    def insert_many(
+        self, table: str, columns: tuple[str, ...], rows: Iterable[Sequence[Any]], on_conflict: str = ""
+    ) -> None:
+        """Multi-row INSERTs in chunks: one round trip per chunk instead of one per row. `on_conflict`
+        (an `ON CONFLICT ...` clause) makes each chunk an upsert; rows then must not repeat a key."""
         rows = [tuple(r) for r in rows]
         group = "(" + ",".join("?" * len(columns)) + ")"
         for start in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[start : start + INSERT_CHUNK]
             sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ",".join([group] * len(chunk))
-            self.execute(sql, [value for row in chunk for value in row])
+            self.execute(f"{sql} {on_conflict}" if on_conflict else sql, [value for row in chunk for value in row])
 
     def fetchone(self) -> tuple | None:
         return self._cursor.fetchone()

@@ -12,7 +12,7 @@ from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.storage.database import Database, Txn
 from homeserver.storage.ids import current_id, next_id
 from homeserver.storage.lru import SizedLru
-from homeserver.storage.push import PushAction, record_push_actions_txn
+from homeserver.storage.push import PushAction, count_push_actions_txn, record_push_actions_txn
 from homeserver.storage.state import StateKey, StateStore
 
 EVENT_CACHE_BYTES = 64 * 1024 * 1024
@@ -167,6 +167,8 @@ class EventStore:
                     "INSERT INTO room_aliases (room_alias, room_id, creator, created_ts) VALUES (?, ?, ?, ?)",
                     (new_room.alias, new_room.room_id, new_room.creator, now),
                 )
+        if push_actions:  # a single new event's, counted in the same transaction that stores it
+            count_push_actions_txn(txn, items[-1][0].room_id, push_actions)
         done = []
         group = prev_group
         if resolved is not None:
@@ -183,7 +185,7 @@ class EventStore:
                 group = self._state.store_group_txn(txn, event.room_id, group, delta)
             assert group is not None, "an event needs a state group (the create event brings the first)"
             done.append(PersistedEvent(event, self._insert_event_txn(txn, event, group, bool(delta)), group))
-        if push_actions:  # a single new event's, counted in the same transaction that stores it
+        if push_actions:
             last = done[-1]
             record_push_actions_txn(txn, last.event.room_id, last.event.event_id, last.stream_ordering, push_actions)
         if txn_key is not None:

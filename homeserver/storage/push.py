@@ -26,23 +26,29 @@ class PushAction:
     sound: str | None = None
 
 
+def count_push_actions_txn(txn: Txn, room_id: str, actions: list[PushAction]) -> None:
+    """Bump the users' unread counts for a new event's actions, inside the event's own transaction and
+    before it takes the events counter, whose row lock every send waits for until commit."""
+    txn.insert_many(
+        "push_summary",
+        ("user_id", "room_id", "notification_count", "highlight_count", "read_stream_ordering"),
+        [
+            (a.user_id, room_id, int(a.notify), int(a.highlight), 0)
+            for a in sorted(actions, key=lambda a: a.user_id)  # the lock order (module docstring)
+        ],
+        on_conflict="ON CONFLICT (user_id, room_id) DO UPDATE SET"
+        " notification_count = push_summary.notification_count + excluded.notification_count,"
+        " highlight_count = push_summary.highlight_count + excluded.highlight_count",
+    )
+
+
 def record_push_actions_txn(txn: Txn, room_id: str, event_id: str, stream: int, actions: list[PushAction]) -> None:
-    """Write an event's push actions and bump the counts, inside the event's own transaction."""
-    if not actions:
-        return
+    """Write an event's push actions once its stream ordering is known (counted by count_push_actions_txn)."""
     txn.insert_many(
         "event_push_actions",
         ("user_id", "room_id", "stream_ordering", "event_id", "notify", "highlight", "sound"),
         [(a.user_id, room_id, stream, event_id, int(a.notify), int(a.highlight), a.sound) for a in actions],
     )
-    for action in sorted(actions, key=lambda a: a.user_id):  # the lock order (module docstring)
-        txn.execute(
-            "INSERT INTO push_summary (user_id, room_id, notification_count, highlight_count, read_stream_ordering)"
-            " VALUES (?, ?, ?, ?, 0) ON CONFLICT (user_id, room_id) DO UPDATE SET"
-            " notification_count = push_summary.notification_count + excluded.notification_count,"
-            " highlight_count = push_summary.highlight_count + excluded.highlight_count",
-            (action.user_id, room_id, int(action.notify), int(action.highlight)),
-        )
 
 
 @dataclass(frozen=True)

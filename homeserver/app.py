@@ -72,6 +72,7 @@ from homeserver.handlers.to_device import ToDeviceHandler
 from homeserver.handlers.typing import TypingHandler
 from homeserver.handlers.ui_auth import UiAuth
 from homeserver.handlers.visibility import HistoryVisibility
+from homeserver.http.address_filter import AddressFilter
 from homeserver.http.admission import AdmissionController, derive_limits
 from homeserver.http.channel import listen
 from homeserver.http.fd_budget import compute_budget, database_fds
@@ -236,7 +237,12 @@ class HomeServer:
         """HTTP pushers, woken by the events whose push actions notify their users; they start sending
         with start(). A pusher goes with its device (a foreign key), so logouts need no call here."""
         store = PusherStore(self.db)
-        self.pusher_pool = PusherPool(store, NotificationBuilder(self.events, self.rooms, store), self.reactor)
+        self.pusher_pool = PusherPool(
+            store,
+            NotificationBuilder(self.events, self.rooms, store),
+            self.reactor,
+            AddressFilter(self.config.ip_range_blacklist, self.config.ip_range_whitelist),
+        )
         self.room_sender.pushed = self.pusher_pool.notified
         self.pushers = PusherHandler(store, self.pusher_pool)
 

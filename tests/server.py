@@ -25,6 +25,8 @@ TEST_CONFIG: dict[str, Any] = {
     "bcrypt_rounds": 4,
     "rc_login": {"address": RELAXED, "account": RELAXED, "failed_attempts": RELAXED},
     "rc_registration": RELAXED,
+    # Test push gateways listen on loopback, which the default ip_range_blacklist covers.
+    "ip_range_whitelist": ["127.0.0.1/32"],
 }
 
 

@@ -5,6 +5,7 @@ loader validates against them and the sample config is rendered from them. Where
 the same thing, the name and meaning are Synapse's, so an operator's knowledge carries over.
 """
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,30 @@ def _copy(value: Any) -> Any:
 
 
 RESOURCE_NAMES = ("client", "federation", "metrics", "health")
+# Networks a user-chosen URL must not reach unless the operator says so (as Synapse's default).
+PRIVATE_RANGES = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "0.0.0.0/8",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+    "::/128",
+)
 
 
 @dataclass(frozen=True)
@@ -252,6 +277,12 @@ class HomeserverConfig:
     )
     admission_control: AdmissionControlConfig = opt(AdmissionControlConfig(), "limits on work accepted at once")
     push: PushConfig = opt(PushConfig(), "push notifications")
+    ip_range_blacklist: list[str] = opt(
+        list(PRIVATE_RANGES),
+        "address ranges (CIDR) the server never sends user-chosen requests to, such as push gateways; "
+        "private, loopback and link-local networks by default",
+    )
+    ip_range_whitelist: list[str] = opt([], "exceptions to ip_range_blacklist, e.g. a push gateway on your network")
     media: MediaConfig = opt(MediaConfig(), "the media repository")
     logging: LoggingConfig = opt(LoggingConfig(), "logging")
 
@@ -262,6 +293,12 @@ class HomeserverConfig:
             raise ConfigValueError("public_baseurl", "must start with http:// or https://")
         if not self.listeners:
             raise ConfigValueError("listeners", "at least one listener is needed")
+        for key in ("ip_range_blacklist", "ip_range_whitelist"):
+            for i, cidr in enumerate(getattr(self, key)):
+                try:
+                    ipaddress.ip_network(cidr)
+                except ValueError as e:
+                    raise ConfigValueError(f"{key}[{i}]", f"{cidr!r} is not an address range: {e}") from None
         if any(listener.tls for listener in self.listeners):
             for key in ("tls_certificate_path", "tls_private_key_path"):
                 if not getattr(self, key):

@@ -375,6 +375,21 @@ def test_pushers_resume_after_a_restart(backend: str, tmp_path: Path, gateway: P
         assert [n["event_id"] for n in gateway.wait_for(pushkey, 1)] == [event_id]
 
 
+def test_a_gateway_in_a_blocked_range_is_never_contacted(backend: str, tmp_path: Path, gateway: PushGateway) -> None:
+    """With the default ip_range_blacklist (no exception for loopback) a pusher aimed at 127.0.0.1 is
+    accepted but sends nothing there, and the server says why in its log."""
+    with extra_server(backend, tmp_path, {"ip_range_whitelist": []}) as server:
+        alice, bob = new_room_user(server.url), new_room_user(server.url)
+        room = shared_room(alice, bob)
+        pushkey = add_pusher(alice, gateway)
+        bob.send_text(room, "for the internal network")
+        deadline = time.monotonic() + 10
+        while "in a blocked range" not in server.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "its address 127.0.0.1 is in a blocked range" in server.log_path.read_text()
+        assert gateway.attempts(pushkey) == []
+
+
 # -- retries, driven in-process on a memory clock ----------------------------------------------------
 # One pusher runs in the test's process with transactions inline and the reactor's clock in the test's
 # hands, so a day of backoff takes no time; its requests go to the real test gateway.

@@ -1,6 +1,7 @@
 """Posting notifications to push gateways, within a fixed budget of connections.
 
-Gateway URLs come from users, so nothing here trusts the far end: at most MAX_IN_FLIGHT requests are
+Gateway URLs come from users, so nothing here trusts the far end: addresses in the operator's blocked
+ranges (ip_range_blacklist) are never connected to; at most MAX_IN_FLIGHT requests are
 open at once and each connection is closed after its answer (idle keep-alive connections to many
 gateways would hold descriptors the admission budget cannot count); every request has a deadline that
 aborts its connection, the answer is read only up to MAX_ANSWER_BYTES, and redirects are not followed.
@@ -16,6 +17,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
+
+from homeserver.http.address_filter import AddressFilter, FilteringReactor
 
 MAX_IN_FLIGHT = 8
 REQUEST_TIMEOUT_S = 15.0  # connecting, sending and reading the answer, all told
@@ -67,11 +70,19 @@ class _CappedBody(Protocol):
 
 class GatewayClient:
     def __init__(
-        self, reactor: Any, max_in_flight: int = MAX_IN_FLIGHT, timeout_s: float = REQUEST_TIMEOUT_S
+        self,
+        reactor: Any,
+        address_filter: AddressFilter,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self._reactor = reactor
         self._timeout_s = timeout_s
-        agent = Agent(reactor, connectTimeout=timeout_s, pool=HTTPConnectionPool(reactor, persistent=False))
+        agent = Agent(
+            FilteringReactor(reactor, address_filter),
+            connectTimeout=timeout_s,
+            pool=HTTPConnectionPool(reactor, persistent=False),
+        )
         self._http = HTTPClient(agent)
         self._slots = defer.DeferredSemaphore(max_in_flight)
 

@@ -12,6 +12,7 @@ from typing import Any
 from homeserver.handlers.pushers.gateway import GatewayClient
 from homeserver.handlers.pushers.http_pusher import HttpPusher, RetryPolicy
 from homeserver.handlers.pushers.notification import NotificationBuilder
+from homeserver.http.address_filter import AddressFilter
 from homeserver.storage.push import PushAction
 from homeserver.storage.pushers import PusherKey, PusherRecord, PusherStore
 
@@ -20,9 +21,15 @@ logger = logging.getLogger(__name__)
 
 class PusherPool:
     def __init__(
-        self, store: PusherStore, notifications: NotificationBuilder, reactor: Any, retry: RetryPolicy = RetryPolicy()
+        self,
+        store: PusherStore,
+        notifications: NotificationBuilder,
+        reactor: Any,
+        address_filter: AddressFilter,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         self._store = store
+        self._address_filter = address_filter
         self._notifications = notifications
         self._reactor = reactor
         self._retry = retry
@@ -30,7 +37,7 @@ class PusherPool:
         self._pushers: dict[str, dict[PusherKey, HttpPusher]] = {}
 
     async def start(self) -> None:
-        self._gateway = GatewayClient(self._reactor)
+        self._gateway = GatewayClient(self._reactor, self._address_filter)
         self._reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         records = await self._store.all_pushers()
         for record in records:

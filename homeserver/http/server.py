@@ -4,6 +4,7 @@ and the endpoint's answer (or failure) into a spec-shaped response."""
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -51,6 +52,7 @@ class MatrixSite(server.Site):
         compress: bool,
         x_forwarded: bool,
         busy_errors: tuple[type[BaseException], ...] = (),
+        observe: Callable[[str, str, int, float], None] | None = None,
     ) -> None:
         super().__init__(resource=None, timeout=None, reactor=reactor)
         self.router = router
@@ -63,6 +65,7 @@ class MatrixSite(server.Site):
         self.compress = compress
         self.x_forwarded = x_forwarded
         self.busy_errors = (ServiceUnavailable, *busy_errors)
+        self.observe = observe  # (method, path template, status, seconds) of each answered request: metrics
         self.noisy = False
 
     def buildProtocol(self, addr: Any) -> MatrixChannel:
@@ -170,6 +173,9 @@ class MatrixSite(server.Site):
             elif request.method != "HEAD":
                 raw.write(body)
             raw.finish()
+        elapsed = time.monotonic() - start
+        if self.observe is not None:
+            self.observe(request.method, template, response.status, elapsed)
         user = request.requester.user_id if request.requester else "-"
         access_logger.info(
             "%s %s %s %s %s %d %.1fms %dB",
@@ -179,7 +185,7 @@ class MatrixSite(server.Site):
             request.method,
             template,
             response.status,
-            (time.monotonic() - start) * 1000,
+            elapsed * 1000,
             length,
         )
 

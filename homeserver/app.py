@@ -32,6 +32,7 @@ from homeserver.api.client import (
     sync,
     to_device,
     typing,
+    user_directory,
     versions,
 )
 from homeserver.config.options import HomeserverConfig
@@ -71,6 +72,7 @@ from homeserver.handlers.sync import SyncHandler, SyncSources
 from homeserver.handlers.to_device import ToDeviceHandler
 from homeserver.handlers.typing import TypingHandler
 from homeserver.handlers.ui_auth import UiAuth
+from homeserver.handlers.user_directory import UserDirectoryHandler
 from homeserver.handlers.visibility import HistoryVisibility
 from homeserver.http.address_filter import AddressFilter
 from homeserver.http.admission import AdmissionController, derive_limits
@@ -78,6 +80,7 @@ from homeserver.http.channel import listen
 from homeserver.http.fd_budget import compute_budget, database_fds
 from homeserver.http.routing import Endpoint, Router
 from homeserver.http.server import MatrixSite
+from homeserver.metrics import MetricsEndpoint, ServerMetrics, server_collectors
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.accounts import AccountStore
 from homeserver.storage.admin import AdminStore
@@ -102,6 +105,7 @@ from homeserver.storage.statistics import StatisticsStore
 from homeserver.storage.sync import SyncStore
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.ui_auth import UiAuthStore
+from homeserver.storage.user_directory import UserDirectoryStore
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +156,7 @@ class HomeServer:
         self._build_pushers()
         self._build_admin()
         self.admission: AdmissionController | None = None
+        self.metrics: ServerMetrics | None = None  # built with the listeners, in start()
         self.ports: list[Any] = []
 
     def _build_rooms(self) -> None:
@@ -168,6 +173,9 @@ class HomeServer:
         self.messages = MessageHandler(self.room_sender, self.events, self.rooms)
         self.room_reads = RoomReadHandler(self.events, self.state, self.rooms)
         self.directory = DirectoryHandler(self.config.server_name, self.room_sender, self.rooms, self.events)
+        self.user_directory = UserDirectoryHandler(
+            UserDirectoryStore(self.db, self.config.server_name), self.config.user_directory.search_all_users
+        )
 
     def _build_ephemeral(self) -> None:
         """Typing, receipts and account data. Their handlers wake syncs through a `notifier`
@@ -281,6 +289,7 @@ class HomeServer:
             *profile.endpoints(self.profiles),
             *room_reads.endpoints(self.room_reads),
             *directory.endpoints(self.directory),
+            *user_directory.endpoints(self.user_directory),
             *sync.endpoints(self.sync, self.filters),
             *typing.endpoints(self.typing),
             *receipts.endpoints(self.receipts),
@@ -341,10 +350,16 @@ class HomeServer:
         )
         client_endpoints = self.client_endpoints()
         health_endpoint = health.Health(self.health_status)
+        self.metrics = metrics = ServerMetrics(server_collectors(self, budget.limit))
+        metrics_endpoint = MetricsEndpoint(metrics)
         for listener in self.config.listeners:
             names = {name for res in listener.resources for name in res.names}
             router = Router()
-            for endpoint in [health_endpoint, *(client_endpoints if "client" in names else [])]:
+            for endpoint in [
+                health_endpoint,
+                *(client_endpoints if "client" in names else []),
+                *([metrics_endpoint] if "metrics" in names else []),
+            ]:
                 router.add(endpoint)
             site = MatrixSite(
                 router,
@@ -358,6 +373,7 @@ class HomeServer:
                 compress=any(res.compress for res in listener.resources),
                 x_forwarded=listener.x_forwarded,
                 busy_errors=(DatabaseBusy,),
+                observe=metrics.observe_request,
             )
             factory: Any = site
             if listener.tls:

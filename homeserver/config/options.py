@@ -243,6 +243,15 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class UserDirectoryConfig:
+    """Who POST /user_directory/search finds."""
+
+    search_all_users: bool = opt(
+        False, "find every local user; otherwise only those sharing a room with the searcher or in a published room"
+    )
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("INFO", "root log level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     format: str = opt("plain", "plain text or one JSON object per line", choices=("plain", "json"))
@@ -284,6 +293,7 @@ class HomeserverConfig:
     )
     ip_range_whitelist: list[str] = opt([], "exceptions to ip_range_blacklist, e.g. a push gateway on your network")
     media: MediaConfig = opt(MediaConfig(), "the media repository")
+    user_directory: UserDirectoryConfig = opt(UserDirectoryConfig(), "the user directory")
     logging: LoggingConfig = opt(LoggingConfig(), "logging")
 
     def validate(self) -> None:

@@ -155,6 +155,11 @@ def server_collectors(hs: "HomeServer", fd_limit: int) -> dict[str, Collect]:
         yield _gauge("homeserver_db_waiting_transactions", "Transactions queued for a connection", db.waiting)
         yield _gauge("homeserver_db_max_waiting_transactions", "Queue length at which requests are refused",
                      db.max_waiting)  # fmt: skip
+        yield _counter("homeserver_db_queued_transactions", "Transactions that waited for a connection",
+                       db.stats.waits)  # fmt: skip
+        yield _counter("homeserver_db_queue_wait_seconds", "Time transactions spent waiting for a connection",
+                       db.stats.wait_seconds)  # fmt: skip
+        yield _counter("homeserver_events_persisted", "Events stored by this process", hs.events.persisted_count)
 
     def transactions() -> Iterable[Metric]:
         stats = hs.db.stats

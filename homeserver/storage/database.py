@@ -82,6 +82,10 @@ class TxnStats:
     seconds: collections.Counter = field(default_factory=collections.Counter)
     longest: dict[str, float] = field(default_factory=dict)
 
+    # Transactions that had to queue for a connection, and the time they waited in all.
+    waits: int = 0
+    wait_seconds: float = 0.0
+
     def record(self, name: str, duration: float) -> None:
         self.count[name] += 1
         self.seconds[name] += duration
@@ -141,7 +145,10 @@ class Database:
         queue = self._bulk_waiters if current_work_class.get() == BULK else self._waiters
         waiter: defer.Deferred = defer.Deferred(lambda d: queue.remove(d))
         queue.append(waiter)
+        queued = time.monotonic()
         await waiter  # the releasing transaction hands its slot over
+        self.stats.waits += 1
+        self.stats.wait_seconds += time.monotonic() - queued
 
     def _release(self, result: Any) -> Any:
         # Light work (a whoami, a send) goes before bulk work (syncs) waiting for a connection.

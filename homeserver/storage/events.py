@@ -95,6 +95,7 @@ class EventStore:
         self._state = state
         self._cache: SizedLru[str, Event] = SizedLru(cache_bytes, lambda e: 500 + 2 * len(str(e.content)))
         self.events_loaded = 0  # events read from the database, for tests and metrics
+        self.persisted_count = 0  # events stored by this process, for metrics
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class EventStore:
         )
         for item in persisted:
             self._cache.put(item.event.event_id, item.event)
+        self.persisted_count += len(persisted)
         return persisted
 
     def _persist_txn(

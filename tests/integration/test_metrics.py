@@ -80,6 +80,10 @@ def test_database_transaction_and_admission_series(metrics_server: tuple[ServerP
     assert value(samples, "homeserver_db_waiting_transactions") >= 0
     assert value(samples, "homeserver_db_transactions_total", name="events.persist") >= 1
     assert value(samples, "homeserver_db_transaction_seconds_total", name="events.persist") > 0
+    assert value(samples, "homeserver_events_persisted_total") >= value(
+        samples, "homeserver_db_transactions_total", name="events.persist"
+    )
+    assert value(samples, "homeserver_db_queue_wait_seconds_total") >= 0
     assert value(samples, "homeserver_connections_budget") > 0
     assert value(samples, "homeserver_connections_open") >= 1
     assert value(samples, "homeserver_requests_in_flight", kind="request") >= 1  # this scrape

@@ -69,9 +69,11 @@ def test_waiting_transactions_are_bounded(db: Database) -> None:
     assert first.called and not second.called
     with pytest.raises(DatabaseBusy):
         resolve(busy._acquire())
+    assert busy.stats.waits == 0  # the first got a connection at once
     busy._release(None)  # the first finishes and hands its slot to the waiter
     assert second.called
     assert (busy.in_use, busy.waiting) == (1, 0)
+    assert busy.stats.waits == 1 and busy.stats.wait_seconds >= 0  # what the metrics export
 
 
 def test_light_work_gets_a_freed_connection_before_bulk_work(db: Database) -> None:

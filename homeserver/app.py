@@ -29,6 +29,8 @@ from homeserver.api.client import (
     register,
     room_reads,
     room_send,
+    room_upgrade,
+    space_hierarchy,
     sync,
     to_device,
     typing,
@@ -67,7 +69,9 @@ from homeserver.handlers.registration import RegistrationHandler
 from homeserver.handlers.room_creation import RoomCreationHandler
 from homeserver.handlers.room_events import RoomEventSender
 from homeserver.handlers.room_reads import ClientEventSerializer, RoomReadHandler
+from homeserver.handlers.room_upgrade import RoomUpgradeHandler
 from homeserver.handlers.shared_secret_registration import SharedSecretRegistration
+from homeserver.handlers.space_hierarchy import SpaceHierarchyHandler
 from homeserver.handlers.sync import SyncHandler, SyncSources
 from homeserver.handlers.to_device import ToDeviceHandler
 from homeserver.handlers.typing import TypingHandler
@@ -173,6 +177,8 @@ class HomeServer:
         self.messages = MessageHandler(self.room_sender, self.events, self.rooms)
         self.room_reads = RoomReadHandler(self.events, self.state, self.rooms)
         self.directory = DirectoryHandler(self.config.server_name, self.room_sender, self.rooms, self.events)
+        self.room_upgrades = RoomUpgradeHandler(self.room_creation, self.room_sender, self.rooms, self.events)
+        self.space_hierarchy = SpaceHierarchyHandler(self.rooms, self.events)
         self.user_directory = UserDirectoryHandler(
             UserDirectoryStore(self.db, self.config.server_name), self.config.user_directory.search_all_users
         )
@@ -289,6 +295,8 @@ class HomeServer:
             *profile.endpoints(self.profiles),
             *room_reads.endpoints(self.room_reads),
             *directory.endpoints(self.directory),
+            *room_upgrade.endpoints(self.room_upgrades),
+            *space_hierarchy.endpoints(self.space_hierarchy),
             *user_directory.endpoints(self.user_directory),
             *sync.endpoints(self.sync, self.filters),
             *typing.endpoints(self.typing),

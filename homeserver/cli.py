@@ -95,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     from twisted.internet import reactor
 
+    from homeserver.drain import install_signal_handlers
     from homeserver.logs import setup_logging
 
     setup_logging(config.logging)
@@ -114,6 +115,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     reactor.callWhenRunning(
         lambda: defer.ensureDeferred(hs.start()).addCallback(_freeze_startup_objects).addErrback(failed)
     )
+    # After Twisted's own handlers are installed, so that these replace them: a signal drains, not stops.
+    reactor.callWhenRunning(install_signal_handlers, hs, reactor, config.admission_control.shutdown_timeout)
     reactor.run()
     sys.exit(outcome["code"])
 

@@ -181,6 +181,11 @@ class AdmissionControlConfig:
     )
     idle_timeout: float = opt(30.0, "seconds an idle keep-alive connection is kept open", min=0.5)
     retry_after_ms: int = opt(1000, "Retry-After advised to refused clients, in milliseconds", min=0)
+    shutdown_timeout: float = opt(
+        10.0,
+        "seconds a draining server (after SIGTERM or SIGINT) waits for requests in flight before it stops anyway",
+        min=0,
+    )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Writers call `notify_room` (an event in a room: every member's syncs wake) or `n
 receipts, account data, to-device messages, device list changes for these users). A sync listens
 *before* it computes, so nothing that lands in between is missed; if it had nothing to send it
 waits on its listener, then computes again. Held in memory: listeners belong to this process.
+When the server drains, `drain` ends every wait as if its timeout had passed, and later ones at once.
 """
 
 from collections import defaultdict
@@ -47,6 +48,7 @@ class Notifier:
         self.reactor = reactor
         self._room_members = room_members
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
+        self._draining = False
 
     @property
     def waiting(self) -> int:
@@ -54,8 +56,20 @@ class Notifier:
 
     def listen(self, user_id: str) -> Listener:
         listener = Listener(self, user_id)
-        self._listeners[user_id].add(listener)
+        if self._draining:
+            listener._fire(False)
+        else:
+            self._listeners[user_id].add(listener)
         return listener
+
+    def drain(self) -> int:
+        """End every wait now, as a timeout would (a sync then answers with what it has, a valid response),
+        and every later one at once. Returns how many waits were ended."""
+        self._draining = True
+        listeners = [listener for user_listeners in self._listeners.values() for listener in user_listeners]
+        for listener in listeners:
+            listener._fire(False)
+        return len(listeners)
 
     def forget(self, listener: Listener) -> None:
         listeners = self._listeners.get(listener.user_id)

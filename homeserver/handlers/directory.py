@@ -17,6 +17,7 @@ from homeserver.core.errors import MatrixError
 from homeserver.core.frozen_json import thaw
 from homeserver.core.ids import is_valid_server_name
 from homeserver.core.requester import Requester
+from homeserver.core.state_content import content_string, plain_topic
 from homeserver.handlers.room_events import RoomEventSender
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import AliasExists, RoomStore
@@ -239,45 +240,25 @@ class DirectoryHandler:
         return event.content if event is not None else {}
 
 
-def _string(content: Mapping[str, Any] | None, key: str) -> str | None:
-    value = content.get(key) if content is not None else None
-    return value if isinstance(value, str) and value else None
-
-
-def _plain_topic(content: Mapping[str, Any] | None) -> str | None:
-    """The text/plain topic: from the `m.topic` content blocks if there are any, else `topic`."""
-    if content is None:
-        return None
-    blocks = content.get("m.topic", {})
-    text = blocks.get("m.text") if isinstance(blocks, Mapping) else None
-    if isinstance(text, list | tuple):
-        for block in text:
-            if isinstance(block, Mapping) and block.get("mimetype", "text/plain") == "text/plain":
-                body = block.get("body")
-                if isinstance(body, str):
-                    return body
-    return _string(content, "topic")
-
-
 def _directory_entry(room_id: str, joined: int, state: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     """The PublishedRoomsChunk entry of a room, or None if the room should not be listed."""
-    join_rule = _string(state.get("m.room.join_rules"), "join_rule")
-    history = _string(state.get("m.room.history_visibility"), "history_visibility")
+    join_rule = content_string(state.get("m.room.join_rules"), "join_rule")
+    history = content_string(state.get("m.room.history_visibility"), "history_visibility")
     if join_rule not in _LISTED_JOIN_RULES and history != "world_readable":
         return None
     entry: dict[str, Any] = {
         "room_id": room_id,
         "num_joined_members": joined,
         "world_readable": history == "world_readable",
-        "guest_can_join": _string(state.get("m.room.guest_access"), "guest_access") == "can_join",
+        "guest_can_join": content_string(state.get("m.room.guest_access"), "guest_access") == "can_join",
     }
     optional = {
-        "name": _string(state.get("m.room.name"), "name"),
-        "topic": _plain_topic(state.get("m.room.topic")),
-        "canonical_alias": _string(state.get(CANONICAL_ALIAS), "alias"),
-        "avatar_url": _string(state.get("m.room.avatar"), "url"),
+        "name": content_string(state.get("m.room.name"), "name"),
+        "topic": plain_topic(state.get("m.room.topic")),
+        "canonical_alias": content_string(state.get(CANONICAL_ALIAS), "alias"),
+        "avatar_url": content_string(state.get("m.room.avatar"), "url"),
         "join_rule": join_rule,
-        "room_type": _string(state.get("m.room.create"), "type"),
+        "room_type": content_string(state.get("m.room.create"), "type"),
     }
     entry.update({k: v for k, v in optional.items() if v is not None})
     return entry

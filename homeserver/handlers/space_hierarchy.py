@@ -17,6 +17,7 @@ from homeserver.core.events import Event
 from homeserver.core.frozen_json import thaw
 from homeserver.core.requester import Requester
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from homeserver.core.state_content import content_string, plain_topic
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 
@@ -150,7 +151,7 @@ class SpaceHierarchyHandler:
         }
         optional = {
             "name": _string(state, "m.room.name", "name"),
-            "topic": _topic(state.get(("m.room.topic", ""))),
+            "topic": plain_topic(_content(state, "m.room.topic")),
             "canonical_alias": _string(state, "m.room.canonical_alias", "alias"),
             "avatar_url": _string(state, "m.room.avatar", "url"),
             "room_type": _string(state, "m.room.create", "type"),
@@ -162,10 +163,13 @@ class SpaceHierarchyHandler:
         return summary
 
 
-def _string(state: Mapping[tuple[str, str], Event], event_type: str, key: str) -> str | None:
+def _content(state: Mapping[tuple[str, str], Event], event_type: str) -> Mapping[str, Any] | None:
     event = state.get((event_type, ""))
-    value = event.content.get(key) if event is not None else None
-    return value if isinstance(value, str) and value else None
+    return event.content if event is not None else None
+
+
+def _string(state: Mapping[tuple[str, str], Event], event_type: str, key: str) -> str | None:
+    return content_string(_content(state, event_type), key)
 
 
 def _allowed_room_ids(room: _Room) -> list[str]:
@@ -176,21 +180,6 @@ def _allowed_room_ids(room: _Room) -> list[str]:
         return []
     entries = [entry for entry in allow if isinstance(entry, Mapping) and entry.get("type") == "m.room_membership"]
     return [entry["room_id"] for entry in entries if isinstance(entry.get("room_id"), str)]
-
-
-def _topic(event: Event | None) -> str | None:
-    """The text/plain topic: from the `m.topic` content blocks if there are any, else `topic`."""
-    if event is None:
-        return None
-    blocks = event.content.get("m.topic")
-    text = blocks.get("m.text") if isinstance(blocks, Mapping) else None
-    if isinstance(text, list | tuple):
-        for block in text:
-            plain = isinstance(block, Mapping) and block.get("mimetype", "text/plain") == "text/plain"
-            if plain and isinstance(block.get("body"), str):
-                return block["body"]
-    topic = event.content.get("topic")
-    return topic if isinstance(topic, str) and topic else None
 
 
 def _is_valid_child(event: Event) -> bool:

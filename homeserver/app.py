@@ -210,10 +210,8 @@ class HomeServer:
         self.notifications = NotificationsHandler(
             self.push_store, self.events, ClientEventSerializer(self.events, self.state)
         )
-        push = self.config.push
         sleep = reactor_sleep(self.reactor) if self.reactor is not None else blocking_sleep
-        pace = BatchPace(push.prune_batch_size, push.prune_pause_ms / 1000)
-        self.push_pruner = PushPruner(self.push_store, Batches(self.db, sleep, pace), push)
+        self.push_pruner = PushPruner(self.push_store, Batches(self.db, sleep, self._batch_pace), self.config.push)
         self.sync_sources = SyncSources(
             push=self.push_store,
             receipts=self.receipts,
@@ -260,6 +258,11 @@ class HomeServer:
         self.room_sender.pushed = self.pusher_pool.notified
         self.pushers = PusherHandler(store, self.pusher_pool)
 
+    @property
+    def _batch_pace(self) -> BatchPace:
+        """The pruner's pace, which admin purges share (DESIGN.md: they work the same way)."""
+        return BatchPace(self.config.push.prune_batch_size, self.config.push.prune_pause_ms / 1000)
+
     def _build_admin(self) -> None:
         """Admin purges (inline in the CLI, in the background over HTTP), deactivation and statistics.
         Joins, invites and knocks to rooms an admin blocked or is deleting are refused."""
@@ -267,9 +270,7 @@ class HomeServer:
         purge_store = PurgeStore(self.db)
         self.purges = PurgeHandler(purge_store, admin, self.rooms, self.accounts, self.room_sender)
         self.membership.check_joinable = self.purges.check_joinable
-        push = self.config.push
-        pace = BatchPace(push.prune_batch_size, push.prune_pause_ms / 1000)
-        self.purge_jobs = PurgeJobs(self.reactor, self.db, pace)
+        self.purge_jobs = PurgeJobs(self.reactor, self.db, self._batch_pace)
         self.admin_users = AdminUsers(self.accounts, self.account, admin, self.rooms, self.room_sender)
         self.admin_statistics = AdminStatistics(StatisticsStore(self.db), purge_store, self.rooms, admin)
 

@@ -85,16 +85,17 @@ class AccountDataStore:
         self, user_id: str, after: int | None, upto: int
     ) -> dict[str, dict[str, dict[str, Any]]]:
         """room id -> type -> content of the user's room account data written in (after, upto]."""
-        rows = await self._db.run(
-            "account_data.room_changes",
-            lambda txn: txn.execute(
-                "SELECT room_id, type, content FROM room_account_data"
-                " WHERE user_id = ? AND stream_id > ? AND stream_id <= ?",
-                (user_id, after if after is not None else 0, upto),
-            ).fetchall(),
-            readonly=True,
+        return await self._db.run(
+            "account_data.room_changes", room_account_data_txn, user_id, after or 0, upto, readonly=True
         )
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        for room_id, data_type, content in rows:
-            out.setdefault(room_id, {})[data_type] = json.loads(content)
-        return out
+
+
+def room_account_data_txn(txn: Txn, user_id: str, after: int, upto: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """room id -> type -> content of the user's room account data written in (after, upto]."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for room_id, data_type, content in txn.execute(
+        "SELECT room_id, type, content FROM room_account_data WHERE user_id = ? AND stream_id > ? AND stream_id <= ?",
+        (user_id, after, upto),
+    ).fetchall():
+        out.setdefault(room_id, {})[data_type] = json.loads(content)
+    return out

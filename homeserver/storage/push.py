@@ -51,6 +51,14 @@ def record_push_actions_txn(txn: Txn, room_id: str, event_id: str, stream: int, 
     )
 
 
+def unread_counts_txn(txn: Txn, user_id: str) -> dict[str, tuple[int, int]]:
+    """room id -> (notification_count, highlight_count) for the user's rooms with a summary."""
+    rows = txn.execute(
+        "SELECT room_id, notification_count, highlight_count FROM push_summary WHERE user_id = ?", (user_id,)
+    ).fetchall()
+    return {room_id: (notify, highlight) for room_id, notify, highlight in rows}
+
+
 @dataclass(frozen=True)
 class NotificationRow:
     room_id: str
@@ -85,16 +93,7 @@ class PushStore:
         self._db = db
 
     async def unread_counts(self, user_id: str) -> dict[str, tuple[int, int]]:
-        """room id -> (notification_count, highlight_count) for the user's rooms with a summary."""
-        rows = await self._db.run(
-            "push.unread_counts",
-            lambda txn: txn.execute(
-                "SELECT room_id, notification_count, highlight_count FROM push_summary WHERE user_id = ?",
-                (user_id,),
-            ).fetchall(),
-            readonly=True,
-        )
-        return {room_id: (notify, highlight) for room_id, notify, highlight in rows}
+        return await self._db.run("push.unread_counts", unread_counts_txn, user_id, readonly=True)
 
     async def mark_read(self, user_id: str, room_id: str, stream: int) -> None:
         """Move the user's read position to `stream`. A small, bounded amount of work: the counts are

@@ -3,17 +3,19 @@
 An initial sync used to read a dozen small things one transaction each (stream positions, the user's
 rooms, unread counts, room account data, private receipts, to-device messages, key counts); under a herd
 of clients those round trips, not the SQL, were the cost. They are read here together, a few statements
-in all. Some rows belong to other stores, and are read here as those stores read them for the same
-answer (push.unread_counts, account_data.room_changes, to_device.messages_for, e2e.one_time_key_counts
-and unused_fallback_key_types): a change to what one of those returns must be made here too.
+in all, through the other stores' own transaction functions where they have one. The key counts are
+one UNION statement here (e2e.one_time_key_counts and unused_fallback_key_types are two): a change to
+what those return must be made here too.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.storage.account_data import room_account_data_txn
 from homeserver.storage.database import Database, Txn
+from homeserver.storage.push import unread_counts_txn
 from homeserver.storage.receipts import private_receipts_txn
+from homeserver.storage.to_device import messages_txn
 
 
 @dataclass(frozen=True)
@@ -67,21 +69,10 @@ class SyncStore:
                 room_streams[room_id] = int(room_stream)
             if receipt_stream is not None:
                 receipt_streams[room_id] = int(receipt_stream)
-        account_data: dict[str, dict[str, dict[str, Any]]] = {}
-        for room_id, data_type, content in txn.execute(
-            "SELECT room_id, type, content FROM room_account_data"
-            " WHERE user_id = ? AND stream_id > 0 AND stream_id <= ?",
-            (user_id, positions.get("account_data", 0)),
-        ).fetchall():
-            account_data.setdefault(room_id, {})[data_type] = json.loads(content)
-        unread = {
-            room_id: (notify, highlight)
-            for room_id, notify, highlight in txn.execute(
-                "SELECT room_id, notification_count, highlight_count FROM push_summary WHERE user_id = ?", (user_id,)
-            ).fetchall()
-        }
-        to_device, to_device_position = _to_device_txn(
-            txn, user_id, device_id, positions.get("to_device", 0), to_device_limit
+        account_data = room_account_data_txn(txn, user_id, 0, positions.get("account_data", 0))
+        unread = unread_counts_txn(txn, user_id)
+        to_device, to_device_position = messages_txn(
+            txn, user_id, device_id, 0, positions.get("to_device", 0), to_device_limit
         )
         counts = {"signed_curve25519": 0}  # always there: some clients read it without checking
         fallback = []
@@ -110,18 +101,3 @@ class SyncStore:
             fallback_key_types=sorted(fallback),
         )
 
-
-def _to_device_txn(txn: Txn, user_id: str, device_id: str, upto: int, limit: int) -> tuple[list[dict], int]:
-    """The device's messages up to `upto`, oldest first, at most `limit`; and the position of the last one
-    returned when there are more, else `upto`."""
-    rows = txn.execute(
-        "SELECT stream_id, message_json FROM device_inbox"
-        " WHERE user_id = ? AND device_id = ? AND stream_id > 0 AND stream_id <= ? ORDER BY stream_id LIMIT ?",
-        (user_id, device_id, upto, limit + 1),
-    ).fetchall()
-    if len(rows) > limit:
-        rows = rows[:limit]
-        position = int(rows[-1][0]) if rows else 0
-    else:
-        position = upto
-    return [json.loads(r[1]) for r in rows], position

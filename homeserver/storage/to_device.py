@@ -87,24 +87,9 @@ class ToDeviceStore:
     async def messages_for(
         self, user_id: str, device_id: str, after: int, upto: int, limit: int
     ) -> tuple[list[dict], int]:
-        """The device's messages at positions in (after, upto], oldest first, at most `limit`; and the
-        position of the last one returned, or `upto` if none or all were returned."""
-        rows = await self._db.run(
-            "to_device.messages_for",
-            lambda txn: txn.execute(
-                "SELECT stream_id, message_json FROM device_inbox"
-                " WHERE user_id = ? AND device_id = ? AND stream_id > ? AND stream_id <= ?"
-                " ORDER BY stream_id LIMIT ?",
-                (user_id, device_id, after, upto, limit + 1),
-            ).fetchall(),
-            readonly=True,
+        return await self._db.run(
+            "to_device.messages_for", messages_txn, user_id, device_id, after, upto, limit, readonly=True
         )
-        if len(rows) > limit:
-            rows = rows[:limit]
-            position = int(rows[-1][0]) if rows else after
-        else:
-            position = upto
-        return [json.loads(r[1]) for r in rows], position
 
     async def delete_up_to(self, user_id: str, device_id: str, upto: int) -> None:
         """Delete the device's messages at positions <= upto, in bounded batches."""
@@ -133,3 +118,19 @@ class ToDeviceStore:
             readonly=True,
         )
         return int(row[0]) if row else 0
+
+
+def messages_txn(txn: Txn, user_id: str, device_id: str, after: int, upto: int, limit: int) -> tuple[list[dict], int]:
+    """The device's messages at positions in (after, upto], oldest first, at most `limit`; and the
+    position of the last one returned, or `upto` if none or all were returned."""
+    rows = txn.execute(
+        "SELECT stream_id, message_json FROM device_inbox"
+        " WHERE user_id = ? AND device_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id LIMIT ?",
+        (user_id, device_id, after, upto, limit + 1),
+    ).fetchall()
+    if len(rows) > limit:
+        rows = rows[:limit]
+        position = int(rows[-1][0]) if rows else after
+    else:
+        position = upto
+    return [json.loads(r[1]) for r in rows], position

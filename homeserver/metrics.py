@@ -28,6 +28,7 @@ from homeserver.http.admission import (
 from homeserver.http.request import ApiRequest
 from homeserver.http.responses import Response
 from homeserver.http.routing import Endpoint
+from homeserver.storage.push import BACKLOG_CAP
 
 if TYPE_CHECKING:
     from homeserver.app import HomeServer
@@ -248,6 +249,16 @@ def server_collectors(hs: "HomeServer", fd_limit: int) -> dict[str, Collect]:
         yield _counter("homeserver_push_pruner_errors", "Runs that failed", status["errors"])
         yield _gauge("homeserver_push_pruner_longest_batch_seconds", "Longest pruning transaction",
                      status["longest_batch_ms"] / 1000)  # fmt: skip
+        if status["backlog"] is not None:
+            backlog = GaugeMetricFamily(
+                "homeserver_push_pruner_backlog",
+                f"Work the last pruning run started with, counted up to {BACKLOG_CAP}: (user, room)s with read "
+                "push actions to delete, and push actions past retention",
+                labels=["kind"],
+            )
+            backlog.add_metric(["read_summaries"], status["backlog"]["read_summaries"])
+            backlog.add_metric(["expired_rows"], status["backlog"]["expired_rows"])
+            yield backlog
         if status["last_run_s"] is not None:
             yield _gauge("homeserver_push_pruner_last_run_seconds", "Duration of the last run", status["last_run_s"])
         if status["last_run_ended_ago_s"] is not None:

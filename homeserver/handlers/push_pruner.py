@@ -25,7 +25,7 @@ from homeserver.config.options import PushConfig
 from homeserver.core.work_class import BULK, current_work_class
 from homeserver.handlers.batches import Batches
 from homeserver.storage.database import DatabaseBusy
-from homeserver.storage.push import ActionKey, PruneBatch, PushStore
+from homeserver.storage.push import ActionKey, PruneBacklog, PruneBatch, PushStore
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class PushPruner:
         self.errors = 0
         self.last_run: RunTotals | None = None
         self.last_run_ended: float | None = None  # clock()
+        self.backlog: PruneBacklog | None = None  # counted as the last run started
         self._stopping = False
         self._rest: defer.Deferred | None = None
         self._loop: defer.Deferred | None = None
@@ -76,8 +77,10 @@ class PushPruner:
             now_ms = int(self._clock() * 1000)
             retention_ms = int(self._config.retention_days * 86_400_000)
             await self._store.record_stream_mark(now_ms, int(min(MAX_MARK_SPACING_S * 1000, retention_ms / 100)))
-            await self._batches.run(lambda size: self._read_batch(totals, size))
             mark = await self._store.expiry_mark(now_ms - retention_ms)
+            # What this run faces: a backlog that grows from run to run means the pruner is not keeping up.
+            self.backlog = await self._store.prune_backlog(None if mark is None else mark.stream_ordering)
+            await self._batches.run(lambda size: self._read_batch(totals, size))
             if mark is not None and self._carry_on(totals):
                 after: list[ActionKey | None] = [None]  # where the next batch starts: after the last one's key
                 await self._batches.run(lambda size: self._expired_batch(totals, after, mark.stream_ordering, size))
@@ -183,6 +186,10 @@ class PushPruner:
                 self._clock() - self.last_run_ended, 1
             ),
             "longest_batch_ms": round(self._store.longest_prune_transaction_s() * 1000, 1),
+            "backlog": None if self.backlog is None else {
+                "read_summaries": self.backlog.read_summaries,
+                "expired_rows": self.backlog.expired_rows,
+            },
             "locked_out_runs": self.locked_out,
             "errors": self.errors,
         }

@@ -16,6 +16,9 @@ from homeserver.storage.ids import current_id
 PRUNE_LOCK = 8009
 # Summaries one read-rows batch visits at most: each costs a few index probes, and a batch stays short.
 SUMMARIES_PER_BATCH = 32
+# The pruner's backlog is counted up to this many rows of each kind: an index range of bounded length, so the
+# count stays a short transaction however far behind the pruner is. A gauge at the cap means "at least".
+BACKLOG_CAP = 100_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,12 @@ class PruneBatch:
     summaries_done: int = 0  # summaries whose read actions are now all gone
     last_key: ActionKey | None = None  # the last action an expiry batch deleted: the next starts after it
     locked: bool = False  # another process holds PRUNE_LOCK: nothing was done
+
+
+@dataclass(frozen=True)
+class PruneBacklog:
+    read_summaries: int  # (user, room)s with read actions left to delete, up to BACKLOG_CAP
+    expired_rows: int  # actions past retention, up to BACKLOG_CAP
 
 
 @dataclass(frozen=True)
@@ -244,6 +253,28 @@ class PushStore:
             readonly=True,
         )
         return StreamMark(int(row[0]), int(row[1])) if row else None
+
+    async def prune_backlog(self, expired_upto: int | None) -> PruneBacklog:
+        """What the pruner has yet to delete, each kind counted up to BACKLOG_CAP: the summaries with read
+        actions left (the partial index) and the actions at or below `expired_upto` (the expiry mark's
+        stream ordering; None while nothing can have expired)."""
+
+        def txn_fn(txn: Txn) -> PruneBacklog:
+            summaries = txn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM push_summary WHERE read_stream_ordering > pruned_stream_ordering"
+                " LIMIT ?) AS backlog",
+                (BACKLOG_CAP,),
+            ).fetchone()[0]
+            expired = 0
+            if expired_upto is not None:
+                expired = txn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM event_push_actions WHERE stream_ordering <= ? LIMIT ?)"
+                    " AS backlog",
+                    (expired_upto, BACKLOG_CAP),
+                ).fetchone()[0]
+            return PruneBacklog(int(summaries), int(expired))
+
+        return await self._db.run("push.prune_backlog", txn_fn, readonly=True)
 
     async def delete_marks_before(self, ts: int) -> None:
         """Marks older than the one expiry used are never needed again."""

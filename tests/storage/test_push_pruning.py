@@ -253,6 +253,31 @@ def test_health_counts_what_the_pruner_did(hs: HomeServer) -> None:
     assert status["batches"] == 3 and status["last_run_s"] is not None
 
 
+def test_each_run_counts_the_backlog_it_starts_with(hs: HomeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    prune = pruner(hs, clock=clock, retention_days=1)
+    room, other = room_with(hs, BOB, CAROL), room_with(hs, BOB)
+    resolve(prune.run_once())
+    assert prune.status()["backlog"] == {"read_summaries": 0, "expired_rows": 0}
+    read(hs, BOB, room, send(hs, room, 4)[-1])
+    read(hs, BOB, other, send(hs, other, 1)[0])
+    clock.now += 3600  # far enough from the last mark for this run to mark the stream after the sends
+    resolve(prune.run_once())
+    assert prune.status()["backlog"] == {"read_summaries": 2, "expired_rows": 0}
+    clock.now += 2 * DAY  # Carol never read the four: they are past retention
+    resolve(prune.run_once())
+    assert prune.status()["backlog"] == {"read_summaries": 0, "expired_rows": 4}
+    monkeypatch.setattr("homeserver.storage.push.BACKLOG_CAP", 3)
+    read(hs, CAROL, room, send(hs, room, 5)[-1])
+    clock.now += 3600
+    resolve(prune.run_once())
+    clock.now += 2 * DAY
+    resolve(prune.run_once())
+    assert prune.status()["backlog"] == {"read_summaries": 0, "expired_rows": 3}  # Bob's five, up to the cap
+    resolve(prune.run_once())
+    assert prune.status()["backlog"] == {"read_summaries": 0, "expired_rows": 0}
+
+
 # -- every query is an index probe or range ---------------------------------------------------------------
 
 PUSH_TABLES = ("event_push_actions", "push_summary", "push_prune_marks")

@@ -13,6 +13,7 @@ transaction, so a second process on the same database finds it taken and rests i
 rows. After a run the pruner rests `prune_interval` seconds.
 """
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -173,7 +174,7 @@ class PushPruner:
 
     def status(self) -> dict[str, Any]:
         """For /health: what the pruner has done since the server started."""
-        last = self.last_run
+        last, ended = self.last_run, self.last_run_ended
         return {
             "running": self.running,
             "runs": self.runs,
@@ -182,14 +183,9 @@ class PushPruner:
             "read_rows_deleted": self.read_rows_deleted,
             "expired_rows_deleted": self.expired_rows_deleted,
             "last_run_s": None if last is None else round(last.seconds, 3),
-            "last_run_ended_ago_s": None if self.last_run_ended is None else round(
-                self._clock() - self.last_run_ended, 1
-            ),
+            "last_run_ended_ago_s": None if ended is None else round(self._clock() - ended, 1),
             "longest_batch_ms": round(self._store.longest_prune_transaction_s() * 1000, 1),
-            "backlog": None if self.backlog is None else {
-                "read_summaries": self.backlog.read_summaries,
-                "expired_rows": self.backlog.expired_rows,
-            },
+            "backlog": None if self.backlog is None else dataclasses.asdict(self.backlog),
             "locked_out_runs": self.locked_out,
             "errors": self.errors,
         }

@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import socket
+import time
 from typing import Any
 
 from twisted.internet import tcp
@@ -83,6 +84,7 @@ class MatrixRequest(server.Request):
         self.content = io.BytesIO()
         self._body_size = 0
         self._refused = False
+        self._started = time.monotonic()
         site = self.channel.site
         # The request line is parsed but Twisted sets method and path only once the body is in.
         method, uri = self.channel._command, self.channel._path
@@ -103,14 +105,12 @@ class MatrixRequest(server.Request):
         # Nobody may make the server write a file to disk without at least presenting a token; whether it
         # is valid is checked once the body is in, as for any request.
         if not has_access_token(self.requestHeaders.getRawHeaders(b"Authorization"), uri):
-            self._refused = True
-            self.channel.refuse(raw_error_response(401, "M_MISSING_TOKEN", "Missing access token."))
+            self._refuse(401, raw_error_response(401, "M_MISSING_TOKEN", "Missing access token."))
             return
         self.body_sink = endpoint.open_body()
         self._unreported = 0
         if self.body_sink is None:
-            self._refused = True
-            self.channel.refuse(busy_response(self.channel.admission.retry_after_ms))
+            self._refuse(503, busy_response(self.channel.admission.retry_after_ms))
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
@@ -126,9 +126,8 @@ class MatrixRequest(server.Request):
             self.body_sink.write(data)
         except OSError as e:  # the disk is full, or failing: say so rather than drop the connection
             logger.error("cannot store an upload: %s", e)
-            self._refused = True
             self._discard_body()
-            self.channel.refuse(raw_error_response(500, "M_UNKNOWN", "The server cannot store uploads right now"))
+            self._refuse(500, raw_error_response(500, "M_UNKNOWN", "The server cannot store uploads right now"))
             return
         self._unreported += len(data)
         if self._unreported >= PROGRESS_BYTES:
@@ -146,10 +145,18 @@ class MatrixRequest(server.Request):
             sink.close()
 
     def _refuse_too_large(self) -> None:
-        self._refused = True
         self._discard_body()
         limit = int(self._body_limit)
-        self.channel.refuse(raw_error_response(413, "M_TOO_LARGE", f"Request body is larger than {limit} bytes"))
+        self._refuse(413, raw_error_response(413, "M_TOO_LARGE", f"Request body is larger than {limit} bytes"))
+
+    def _refuse(self, status: int, response: bytes) -> None:
+        """Answer before the request is dispatched (from its head, or part-way through its body) and close.
+        It still gets its access log line and its count in the metrics, as a dispatched request does."""
+        self._refused = True
+        self.channel.refuse(response)
+        template = self.route[1] if isinstance(self.route, tuple) else "-"
+        method = self.channel._command.decode("ascii", "replace")
+        self.channel.site.refused(self, method, template, status, len(response), self._started)
 
     def process(self) -> None:
         if self._refused:

@@ -173,20 +173,44 @@ class MatrixSite(server.Site):
             elif request.method != "HEAD":
                 raw.write(body)
             raw.finish()
+        user = request.requester.user_id if request.requester else "-"
+        self._log(request.request_id, request.client_ip, user, request.method, template, response.status, start, length)
+
+    def refused(self, raw: MatrixRequest, method: str, template: str, status: int, length: int, start: float) -> None:
+        """A request answered by the connection before dispatch (channel.MatrixRequest): a body too large, an
+        upload without a token, no room for another upload."""
+        self._log(f"{method}-{next(_request_ids)}", self.client_ip(raw), "-", method, template, status, start, length)
+
+    def _log(
+        self,
+        request_id: str,
+        client_ip: str,
+        user: str,
+        method: str,
+        template: str,
+        status: int,
+        start: float,
+        length: int,
+    ) -> None:
         elapsed = time.monotonic() - start
         if self.observe is not None:
-            self.observe(request.method, template, response.status, elapsed)
-        user = request.requester.user_id if request.requester else "-"
+            self.observe(method, template, status, elapsed)
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        fields = {
+            "request_id": request_id,
+            "client_ip": client_ip,
+            "user": user,
+            "method": method,
+            "path": template,
+            "status": status,
+            "ms": round(elapsed * 1000, 1),
+            "bytes": length,
+        }
         access_logger.info(
             "%s %s %s %s %s %d %.1fms %dB",
-            request.request_id,
-            request.client_ip,
-            user,
-            request.method,
-            template,
-            response.status,
-            elapsed * 1000,
-            length,
+            *fields.values(),
+            extra={"access": fields},  # JSON logs: as fields
         )
 
 

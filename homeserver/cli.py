@@ -19,7 +19,7 @@ from homeserver.core.ids import is_valid_server_name, parse_user_id
 
 EXIT_USAGE = 2
 # Modules that add admin subcommands: each has `add_commands(admin_subparsers)`.
-ADMIN_COMMANDS = ("homeserver.cli_admin", "homeserver.cli_media")
+ADMIN_COMMANDS = ("homeserver.cli_admin", "homeserver.cli_media", "homeserver.cli_port_db")
 
 
 class Fatal(Exception):

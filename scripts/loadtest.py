@@ -892,6 +892,9 @@ def build_parser() -> argparse.ArgumentParser:
     from loadtest_catchup import add_parser as add_catchup_parser  # scripts/loadtest_catchup.py: a million unread
 
     add_catchup_parser(sub)
+    from loadtest_profile import add_parser as add_profile_parser  # scripts/loadtest_profile.py: before upgrades
+
+    add_profile_parser(sub)
     return parser
 
 
@@ -902,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown flood kinds {sorted(unknown)}; known: {', '.join(FLOOD_KINDS)}")
     if getattr(args, "base_url", None) and not args.base_url.startswith(("http://127.0.0.1", "http://localhost")):
-        raise SystemExit("this load test only talks to 127.0.0.1")
+        parser.error("this load test only talks to 127.0.0.1")  # a usage error: exit status 2
     return args.run(args)
 
 

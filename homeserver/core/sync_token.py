@@ -1,6 +1,8 @@
 """Sync tokens: one position per stream.
 
-Written `s{events}_{receipts}_{account_data}_{to_device}_{device_lists}_{typing}`.
+Written `s{events}_{receipts}_{account_data}_{to_device}_{device_lists}_{typing}_{presence}`. Tokens
+written before presence had a stream (six fields) still parse, as presence 0: clients keep their
+token across a server upgrade.
 
 Clients treat them as opaque. The first field alone is also accepted wherever a pagination token
 is (`/messages?from=`), since it names a point in the room's timeline.
@@ -11,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from homeserver.core.errors import MatrixError
 
-_TOKEN = re.compile(r"s(\d{1,18})(?:_(\d{1,18})){5}")
+_TOKEN = re.compile(r"s(\d{1,18})(?:_(\d{1,18})){5,6}")
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class SyncToken:
     to_device: int = 0
     device_lists: int = 0
     typing: int = 0
+    presence: int = 0
 
     def __str__(self) -> str:
         return "s" + "_".join(str(getattr(self, f.name)) for f in fields(self))

@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from homeserver.core.auth.power_levels import PowerLevels
@@ -34,6 +34,7 @@ class MessageHandler:
         self._sender = sender
         self._events = events
         self._rooms = rooms
+        self.active: Callable[[str], None] | None = None  # told who sent something (presence), set by the app
 
     async def send(
         self, requester: Requester, room_id: str, event_type: str, content: Mapping[str, Any], txn_id: str
@@ -49,6 +50,8 @@ class MessageHandler:
             persisted = await self._sender.send(room_id, requester.user_id, event_type, content, txn_key=key)
         except DuplicateTransaction as dup:
             return dup.event_id
+        if self.active is not None:
+            self.active(requester.user_id)
         return persisted.event.event_id
 
     async def set_state(
@@ -63,6 +66,8 @@ class MessageHandler:
         if event_type == REDACTION_EVENT:
             await self._check_redaction_content(requester, room_id, content)
         persisted = await self._sender.send(room_id, requester.user_id, event_type, content, state_key)
+        if self.active is not None:
+            self.active(requester.user_id)
         return persisted.event.event_id
 
     async def _check_canonical_alias(self, room_id: str, content: Mapping[str, Any]) -> None:

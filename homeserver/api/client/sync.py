@@ -40,7 +40,8 @@ class Sync(Endpoint):
         timeout_ms = min(request.query_int("timeout", 0), MAX_TIMEOUT_MS)
         since_text = request.query_param("since")
         since = SyncToken.parse(since_text) if since_text else None
-        if request.query_param("set_presence", "online") not in SET_PRESENCE:
+        set_presence = request.query_param("set_presence", "online")
+        if set_presence not in SET_PRESENCE:
             raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
         full_state = request.query_param("full_state", "false")
         if full_state not in ("true", "false"):
@@ -57,6 +58,7 @@ class Sync(Endpoint):
                 full_state=full_state == "true",
                 timeout_ms=timeout_ms,
                 gzip=accepts_gzip(request.header("Accept-Encoding")),
+                set_presence=set_presence,
             )
         )
 

@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start the server (no -c: embedded defaults, SQLite in ./data)")
     run.add_argument("-c", "--config", help="YAML config file")
+    run.add_argument(
+        "--take-over",
+        action="store_true",
+        help="require a running server with this config to hand its listening sockets over, then drain "
+        "(without the flag this happens whenever one is running; docs/restarts.md)",
+    )
     run.set_defaults(command_fn=cmd_run)
 
     gen = sub.add_parser("generate-config", help="write a complete commented config and a signing key")
@@ -92,6 +98,9 @@ def _freeze_startup_objects(_: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from homeserver.http.sockets import passed_descriptors
+
+    passed_fds = passed_descriptors()  # first: importing the server takes systemd's variables away
     config = load_config(args.config)
     from twisted.internet import reactor
 
@@ -113,7 +122,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     reactor.callWhenRunning(
-        lambda: defer.ensureDeferred(hs.start()).addCallback(_freeze_startup_objects).addErrback(failed)
+        lambda: (
+            defer.ensureDeferred(hs.start(take_over=args.take_over, passed_fds=passed_fds))
+            .addCallback(_freeze_startup_objects)
+            .addErrback(failed)
+        )
     )
     # After Twisted's own handlers are installed, so that these replace them: a signal drains, not stops.
     reactor.callWhenRunning(install_signal_handlers, hs, reactor, config.admission_control.shutdown_timeout)
@@ -124,10 +137,11 @@ def cmd_run(args: argparse.Namespace) -> None:
 def _startup_errors() -> tuple[type[BaseException], ...]:
     from twisted.internet.error import CannotListenError
 
+    from homeserver.http.sockets import InheritedSocketError
     from homeserver.storage.engines import DatabaseUnavailable
     from homeserver.storage.migrations import SchemaError
 
-    return ConfigError, DatabaseUnavailable, SchemaError, OSError, CannotListenError
+    return ConfigError, DatabaseUnavailable, SchemaError, OSError, CannotListenError, InheritedSocketError
 
 
 def _open(config: HomeserverConfig, source: str | None, reactor: Any = None) -> Any:

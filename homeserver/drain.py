@@ -1,11 +1,14 @@
 """Graceful shutdown: the first SIGTERM or SIGINT drains the server, a second one exits at once.
 
 Draining stops accepting connections, answers every waiting long-poll at once (an empty /sync answer
-with an unchanged next_batch, so clients reconnect cleanly, to another instance if there is one), then
-waits until no request is in flight or `admission_control.shutdown_timeout` has passed, and stops the
-reactor. Its shutdown triggers stop the pushers (they resume from their stored positions on the next
-start), let the push pruner finish its batch, and close the database pool; `homeserver run` exits 0. If
-database work is still stuck SHUTDOWN_GRACE_S later, the process exits with EXIT_STUCK.
+with an unchanged next_batch, so clients reconnect cleanly, to another instance if there is one), marks
+every answer from then on `Connection: close`, closes keep-alive connections that stay idle for
+IDLE_GRACE_S, then waits until no connection is left or `admission_control.shutdown_timeout` has passed,
+and stops the reactor. So a client of a server handed over (sockets.py) sees its requests answered and
+its connection closed between two of them, and opens the next one to the new process. Its shutdown
+triggers stop the pushers (they resume from their stored positions on the next start), let the push pruner
+finish its batch, and close the database pool; `homeserver run` exits 0. If database work is still stuck
+SHUTDOWN_GRACE_S later, the process exits with EXIT_STUCK.
 """
 
 import logging
@@ -26,6 +29,8 @@ POLL_INTERVAL_S = 0.05
 # Stopping the reactor waits for the database threads: one stuck in a transaction (a lock held elsewhere)
 # would hold the process up without end. Past this grace after the drain, it exits anyway.
 SHUTDOWN_GRACE_S = 2.0
+# A client between two requests usually sends the next one within this; answered, it is told to reconnect.
+IDLE_GRACE_S = 0.5
 EXIT_STUCK = 1
 
 
@@ -63,6 +68,7 @@ async def drain(hs: Any, reactor: Any, timeout_s: float) -> None:
     sleep = reactor_sleep(reactor)
     try:
         await defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in hs.ports], consumeErrors=True)
+        admission.start_draining(IDLE_GRACE_S)
         woken = hs.notifier.drain()
         deadline = started + timeout_s
         while _busy(admission) and time.monotonic() < deadline:
@@ -71,11 +77,13 @@ async def drain(hs: Any, reactor: Any, timeout_s: float) -> None:
         # before the reactor's shutdown drops every connection.
         await sleep(POLL_INTERVAL_S)
         logger.info(
-            "drain ended after %.1fs: %d long-polls answered early, %d requests and %d long-polls cut off",
+            "drain ended after %.1fs: %d long-polls answered early, %d requests and %d long-polls cut off, "
+            "%d connections dropped",
             time.monotonic() - started,
             woken,
             admission.in_flight[SHORT],
             admission.in_flight[LONG_POLL],
+            admission.open_connections,
         )
     except Exception:
         logger.exception("drain failed; stopping now")
@@ -91,4 +99,4 @@ def _exit_stuck() -> None:
 
 
 def _busy(admission: Any) -> bool:
-    return admission.in_flight[SHORT] + admission.in_flight[LONG_POLL] + admission.closing > 0
+    return admission.in_flight[SHORT] + admission.in_flight[LONG_POLL] + admission.open_connections > 0

@@ -56,6 +56,8 @@ READ_TIMEOUT = "read_timeout"  # a request (or a fresh connection's first one) d
 class Evictable(Protocol):
     def evict(self) -> None: ...
 
+    def close_when_idle(self, grace: float) -> None: ...
+
 
 class PausablePort(Protocol):
     def startReading(self) -> None: ...
@@ -122,6 +124,7 @@ class AdmissionController:
         self._flush_call: DelayedCall | None = None
         self._reactor: Any = None
         self._database_fill: Callable[[], float] | None = None
+        self.draining = False  # every answer closes its connection (channel.py)
 
     @property
     def retry_after_ms(self) -> int:
@@ -207,6 +210,12 @@ class AdmissionController:
         """The connection is idle again after a request: it joins the back of the eviction queue."""
         self._waiting.pop(id(conn), None)
         self._waiting[id(conn)] = conn
+
+    def start_draining(self, idle_grace: float) -> None:
+        """From now on every answer closes its connection; idle keep-alive connections close after `idle_grace`."""
+        self.draining = True
+        for conn in list(self._waiting.values()):
+            conn.close_when_idle(idle_grace)
 
     def evictable(self) -> int:
         return len(self._waiting)

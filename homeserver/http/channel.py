@@ -165,6 +165,13 @@ class MatrixRequest(server.Request):
         self.channel.request_started()
         self.site.dispatch(self)
 
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and self.channel.admission.draining:
+            # The server is draining: this answer tells the client to send its next request elsewhere.
+            self.setHeader(b"Connection", b"close")
+            self.channel.persistent = False
+        super().write(data)
+
     def finish(self) -> None:
         self._discard_body()  # the endpoint did not take it (it failed, or refused the request)
         super().finish()
@@ -246,6 +253,18 @@ class MatrixChannel(http.HTTPChannel):
             self.transport.abortConnection()
         else:
             self.refuse(busy_response(self.admission.retry_after_ms))
+
+    def close_when_idle(self, grace: float) -> None:
+        """The server drains. A connection still idle `grace` seconds from now (between keep-alive requests, or
+        opened and silent) is closed; one whose client sends a request first is answered (with Connection:
+        close) and then closed, which no client mistakes for a failure. Closing at once would reset requests
+        already on their way."""
+        self.callLater(grace, self._close_idle)
+
+    def _close_idle(self) -> None:
+        if self._state == IDLE:
+            self._closing(CLOSE_GRACE_S)
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
         self._cancel_timer()
@@ -398,9 +417,16 @@ def listen(
     interface: str,
     admission: AdmissionController,
     backlog: int = LISTEN_BACKLOG,
+    adopted: socket.socket | None = None,
 ) -> AdmissionPort:
+    """Listen on `interface`:`port`, or on `adopted`, a socket already bound and listening (sockets.py)."""
     admission.use_reactor(reactor)
-    listening = AdmissionPort(port, factory, backlog, interface, reactor)
+    if adopted is None:
+        listening = AdmissionPort(port, factory, backlog, interface, reactor)
+    else:
+        adopted.setblocking(False)
+        listening = AdmissionPort._fromListeningDescriptor(reactor, adopted.fileno(), adopted.family, factory)
+        adopted.close()  # the port holds its own duplicate
     listening.admission = admission
     listening.inspect_requests = isinstance(factory, http.HTTPFactory)
     listening.startListening()

@@ -8,7 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -146,6 +146,35 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
+# FederationSender.status()'s per-destination figures -> (series name, help, scale)
+_FEDERATION_PER_DESTINATION = {
+    "pending_pdus_stream_distance": (
+        "homeserver_federation_pending_pdus_stream_distance",
+        "Events stream positions between the newest event for a destination and its last acknowledged one",
+        1,
+    ),
+    "pending_edus": ("homeserver_federation_pending_edus", "EDUs waiting for a destination (stored and in memory)", 1),
+    "in_flight": ("homeserver_federation_in_flight", "1 while a transaction to the destination is unanswered", 1),
+    "failure_count": ("homeserver_federation_failures", "Consecutive failed transactions to the destination", 1),
+    "backoff_ms": ("homeserver_federation_backoff_seconds", "Time left before the destination is tried again", 0.001),
+}
+
+
+def federation_series(status: dict[str, Any]) -> Iterable[Metric]:
+    """The outgoing federation queues, from one FederationSender.status() (memory only)."""
+    for key, (name, doc, scale) in _FEDERATION_PER_DESTINATION.items():
+        family = GaugeMetricFamily(name, doc, labels=["destination"])
+        for destination, figures in status["destinations"].items():
+            family.add_metric([destination], float(figures[key]) * scale)
+        yield family
+    yield _gauge("homeserver_federation_destinations_backing_off", "Destinations waiting out a backoff",
+                 status["backing_off"])  # fmt: skip
+    yield _counter("homeserver_federation_transactions_sent", "Transactions accepted by other servers",
+                   status["transactions_sent"])  # fmt: skip
+    yield _counter("homeserver_federation_transactions_failed", "Transactions that got no answer or an error status",
+                   status["transactions_failed"])  # fmt: skip
+
+
 def server_collectors(hs: "HomeServer", fd_limit: int) -> dict[str, Collect]:
     """The collectors reading `hs`: all from memory, none touches the database."""
 
@@ -265,6 +294,10 @@ def server_collectors(hs: "HomeServer", fd_limit: int) -> dict[str, Collect]:
             yield _gauge("homeserver_push_pruner_last_run_ended_ago_seconds", "Seconds since the last run ended",
                          status["last_run_ended_ago_s"])  # fmt: skip
 
+    def federation() -> Iterable[Metric]:
+        if hs.federation_sender is not None:
+            yield from federation_series(hs.federation_sender.status())
+
     return {
         "database": database,
         "transactions": transactions,
@@ -272,5 +305,6 @@ def server_collectors(hs: "HomeServer", fd_limit: int) -> dict[str, Collect]:
         "sync": sync,
         "caches": caches,
         "push_pruner": push_pruner,
+        "federation": federation,
         "process": ProcessCollector(registry=None).collect,  # memory (RSS), CPU, open and max descriptors
     }

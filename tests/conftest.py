@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from tests.client import Client, RoomClient, new_room_user
+from tests.federation_servers import FederatingServer, federating_server
 from tests.server import BACKENDS, ServerProcess, database_config, postgres_url
+from tests.synapse import SynapseProcess, running_synapse
 
 
 def backend_params() -> list:
@@ -34,6 +36,20 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             yield process
         finally:
             process.stop()
+
+
+@pytest.fixture(scope="module")
+def fed_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FederatingServer]:
+    """One of our servers per test module and backend, with an HTTPS federation listener on loopback."""
+    with federating_server(backend, tmp_path_factory.mktemp(f"fed-server-{backend}")) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseProcess]:
+    """One real Synapse per test module (installed on first use), federating on loopback."""
+    with running_synapse(tmp_path_factory.mktemp("synapse")) as process:
+        yield process
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Room aliases and the published room directory (/publicRooms).
 
-Aliases live on this server only until federation is built: creating one for another server is
-refused, and resolving one of another server answers that federation is missing. Who may change a
+Aliases are created on this server only; one of another server is resolved by asking that server
+(GET /_matrix/federation/v1/query/directory). Who may change a
 room's aliases and its directory entry follows Synapse: the alias's creator, a server admin, or a
 member with the power to send m.room.canonical_alias.
 """
@@ -18,6 +18,7 @@ from homeserver.core.frozen_json import thaw
 from homeserver.core.ids import is_valid_server_name
 from homeserver.core.requester import Requester
 from homeserver.core.state_content import content_string, plain_topic
+from homeserver.handlers.federation.queries import RemoteQueries
 from homeserver.handlers.room_events import RoomEventSender
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import AliasExists, RoomStore
@@ -88,6 +89,7 @@ class DirectoryHandler:
         self._sender = sender
         self._rooms = rooms
         self._events = events
+        self.remote: RemoteQueries | None = None  # set by the app: other servers' aliases over federation
 
     # -- aliases ------------------------------------------------------------------------------
 
@@ -108,10 +110,10 @@ class DirectoryHandler:
 
     async def resolve_alias(self, alias: str) -> dict[str, Any]:
         _, server = parse_alias(alias)
+        if server != self._server_name and self.remote is not None:
+            return await self.remote.room_alias(alias, server)
         found = await self._rooms.get_alias(alias)
         if found is None:
-            if server != self._server_name:
-                raise MatrixError(404, "M_UNRECOGNIZED", "Resolving other servers' aliases needs federation")
             raise MatrixError(404, "M_NOT_FOUND", f"Room alias {alias} not found.")
         return {"room_id": found[0], "servers": [self._server_name]}
 

@@ -1,11 +1,13 @@
 """Joining, leaving, inviting, knocking and moderating: each a member event under the room's rules."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from homeserver.core.errors import MatrixError
+from homeserver.core.event_signing import server_of
 from homeserver.core.ids import parse_user_id
 from homeserver.core.requester import Requester
+from homeserver.handlers.federation.membership import RemoteMembership
 from homeserver.handlers.profiles import ProfileHandler
 from homeserver.handlers.room_events import RoomEventSender
 from homeserver.storage.accounts import AccountStore
@@ -29,34 +31,54 @@ class MembershipHandler:
         self._profiles = profiles
         # Refuses rooms an admin blocked or is deleting (set by the app: PurgeHandler.check_joinable).
         self.check_joinable: Callable[[str], Awaitable[None]] | None = None
+        # Joins, leaves and invites through other servers (set by the app when it federates).
+        self.remote: RemoteMembership | None = None
+        # Another server's alias -> {"room_id", "servers"} (set by the app: DirectoryHandler.resolve_alias).
+        self.remote_alias: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
+        return (await self._resolve_with_servers(room_id_or_alias))[0]
+
+    async def _resolve_with_servers(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """The room id, and the servers its alias's server says are in it (none for a room id)."""
         if room_id_or_alias.startswith("#"):
             found = await self._rooms.get_alias(room_id_or_alias)
             if found is None:
                 if not room_id_or_alias.endswith(":" + self._sender.server_name):
-                    raise MatrixError(404, "M_UNRECOGNIZED", "Joining other servers' rooms needs federation")
+                    if self.remote_alias is None:
+                        raise MatrixError(404, "M_UNRECOGNIZED", "Joining other servers' rooms needs federation")
+                    answer = await self.remote_alias(room_id_or_alias)
+                    return answer["room_id"], [s for s in answer.get("servers", ()) if isinstance(s, str)]
                 raise MatrixError(404, "M_NOT_FOUND", "Room alias not found")
-            return found[0]
+            return found[0], []
         if not room_id_or_alias.startswith("!"):
             raise MatrixError(400, "M_INVALID_PARAM", "Expected a room id (!...) or alias (#...)")
-        return room_id_or_alias
+        return room_id_or_alias, []
 
-    async def join(self, requester: Requester, room_id_or_alias: str, reason: str | None = None) -> str:
-        room_id = await self.resolve_room(room_id_or_alias)
+    async def join(
+        self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
+    ) -> str:
+        room_id, servers = await self._resolve_with_servers(room_id_or_alias)
         await self._joinable(room_id)
-        await self._sender.get_room(room_id)  # 404 for a room we do not hold
         content: dict[str, Any] = {"membership": "join", **(await self._profiles.member_profile(requester.user_id))}
         if reason:
             content["reason"] = reason
-        authoriser = await self._restricted_join_authoriser(room_id, requester.user_id)
+        if self.remote is not None and await self._rooms.get_room(room_id) is None:
+            # A room we do not hold: ask the servers we were told of, the inviter's, the room id's.
+            candidates = [*via, *servers, *await self._pending_servers(room_id, requester.user_id)]
+            candidates.append(server_of(room_id) or "")
+            await self.remote.join(requester.user_id, room_id, candidates, content)
+            await self._rooms.unforget(requester.user_id, room_id)
+            return room_id
+        await self._sender.get_room(room_id)  # 404 for a room we do not hold
+        authoriser = await self.restricted_join_authoriser(room_id, requester.user_id)
         if authoriser:
             content["join_authorised_via_users_server"] = authoriser
         await self._sender.send(room_id, requester.user_id, "m.room.member", content, requester.user_id)
         await self._rooms.unforget(requester.user_id, room_id)
         return room_id
 
-    async def _restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
+    async def restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
         """For a restricted room the user may join through membership of an allowed room, a local
         member who can invite vouches for the join (the spec's join_authorised_via_users_server)."""
         join_rules_id = await self._rooms.get_current_state_id(room_id, "m.room.join_rules", "")
@@ -69,7 +91,7 @@ class MembershipHandler:
         allowed = [
             entry.get("room_id")
             for entry in join_rules.content.get("allow", ())
-            if isinstance(entry, dict) and entry.get("type") == "m.room_membership"
+            if isinstance(entry, Mapping) and entry.get("type") == "m.room_membership"  # events are frozen
         ]
         if not await self._rooms.shares_room_with_membership(user_id, [r for r in allowed if isinstance(r, str)]):
             return None  # the auth rules will refuse the join with their reason
@@ -87,21 +109,40 @@ class MembershipHandler:
         return None
 
     async def leave(self, requester: Requester, room_id: str, reason: str | None = None) -> None:
-        await self._sender.get_room(room_id)
         current = await self._rooms.get_membership(room_id, requester.user_id)
+        pending = current is not None and current[0] in ("invite", "knock")
+        if self.remote is not None and pending and await self._rooms.get_room(room_id) is None:
+            # An invite to (or knock on) a room we do not hold: rejected (rescinded) through its server.
+            content = {"reason": reason} if reason else {}
+            servers = [*await self._pending_servers(room_id, requester.user_id), server_of(room_id) or ""]
+            await self.remote.leave(requester.user_id, room_id, servers, content)
+            return
+        await self._sender.get_room(room_id)
         if current is None or current[0] in ("leave", "ban"):
             raise MatrixError(403, "M_FORBIDDEN", "You are not in this room")
         await self._set_membership(requester.user_id, room_id, requester.user_id, "leave", reason)
 
     async def invite(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
-        await self._require_local_user(user_id)
+        remote = self.remote if _require_user_id(user_id) != self._sender.server_name else None
+        if remote is None:
+            await self._require_local_user(user_id)
         await self._joinable(room_id)
         current = await self._rooms.get_membership(room_id, user_id)
         if current and current[0] == "join":
             raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is already in the room")
         if current and current[0] == "ban":
             raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is banned from the room")
-        await self._set_membership(requester.user_id, room_id, user_id, "invite", reason)
+        await self._sender.get_room(room_id)
+        content: dict[str, Any] = {"membership": "invite"}
+        if reason:
+            content["reason"] = reason
+        countersign = remote.countersign_invite if remote is not None else None
+        await self._sender.send(room_id, requester.user_id, "m.room.member", content, user_id, countersign=countersign)
+
+    async def _pending_servers(self, room_id: str, user_id: str) -> list[str]:
+        """The server that invited the user to (or took their knock on) a room we do not hold, if any."""
+        pending = await self._events.pending_remote_membership(room_id, user_id)
+        return [pending.server_name] if pending is not None else []
 
     async def kick(self, requester: Requester, room_id: str, user_id: str, reason: str | None = None) -> None:
         _require_user_id(user_id)
@@ -121,15 +162,20 @@ class MembershipHandler:
             raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not banned")
         await self._set_membership(requester.user_id, room_id, user_id, "leave", reason)
 
-    async def knock(self, requester: Requester, room_id_or_alias: str, reason: str | None = None) -> str:
-        room_id = await self.resolve_room(room_id_or_alias)
+    async def knock(
+        self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
+    ) -> str:
+        room_id, servers = await self._resolve_with_servers(room_id_or_alias)
         await self._joinable(room_id)
-        _, room_version = await self._sender.get_room(room_id)
-        if not room_version.knock_join_rule:
-            raise MatrixError(403, "M_FORBIDDEN", f"Room version {room_version.identifier} does not allow knocking")
         content: dict[str, Any] = {"membership": "knock", **(await self._profiles.member_profile(requester.user_id))}
         if reason:
             content["reason"] = reason
+        if self.remote is not None and await self._rooms.get_room(room_id) is None:
+            await self.remote.knock(requester.user_id, room_id, [*via, *servers, server_of(room_id) or ""], content)
+            return room_id
+        _, room_version = await self._sender.get_room(room_id)
+        if not room_version.knock_join_rule:
+            raise MatrixError(403, "M_FORBIDDEN", f"Room version {room_version.identifier} does not allow knocking")
         await self._sender.send(room_id, requester.user_id, "m.room.member", content, requester.user_id)
         return room_id
 

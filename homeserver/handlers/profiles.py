@@ -6,6 +6,7 @@ from typing import Any
 from homeserver.core.errors import MatrixError
 from homeserver.core.ids import parse_user_id
 from homeserver.core.requester import Requester
+from homeserver.handlers.federation.queries import RemoteQueries
 from homeserver.storage.accounts import AccountStore
 from homeserver.storage.profiles import ProfileStore
 
@@ -22,6 +23,13 @@ class ProfileHandler:
         self._profiles = profiles
         self._accounts = accounts
         self.member_event_updater: Any = None  # set by the app: MembershipHandler.update_profile_in_rooms
+        self.remote: RemoteQueries | None = None  # set by the app: other servers' profiles over federation
+
+    def is_mine(self, user_id: str) -> bool:
+        try:
+            return parse_user_id(user_id)[1] == self._server_name
+        except ValueError:
+            return False
 
     async def get_profile(self, user_id: str) -> dict[str, str]:
         """The profile fields that are set; 404 M_NOT_FOUND for an unknown local user."""
@@ -30,7 +38,9 @@ class ProfileHandler:
         except ValueError:
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid user id") from None
         if server != self._server_name:
-            raise MatrixError(404, "M_UNRECOGNIZED", "Remote profiles need federation, which is not built yet")
+            if self.remote is None:
+                raise MatrixError(404, "M_NOT_FOUND", "Profile was not found")
+            return await self.remote.profile(user_id, server)
         user = await self._accounts.get_user(user_id)
         if user is None:
             raise MatrixError(404, "M_NOT_FOUND", "Profile was not found")

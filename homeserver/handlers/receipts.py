@@ -72,6 +72,15 @@ class ReceiptHandler:
             else:
                 await self._put(requester.user_id, room_id, kind, row, None)
 
+    async def remote_receipt(self, user_id: str, room_id: str, event_id: str, thread_id: str | None) -> bool:
+        """An m.read receipt another server sent for one of its users (the caller checked that the user
+        is theirs and joined). False when the event is not one of the room's that we hold."""
+        row = (await self._events.timeline_rows([event_id])).get(event_id)
+        if row is None or row.room_id != room_id:
+            return False
+        await self._put(user_id, room_id, READ, row, thread_id)
+        return True
+
     async def _check_joined(self, user_id: str, room_id: str) -> None:
         if not await self._visibility.is_joined(user_id, room_id):
             raise MatrixError(403, "M_FORBIDDEN", "You are not in this room.")

@@ -152,10 +152,10 @@ class RoomCreationHandler:
         new_room = NewRoom(room_id, version_id, creator, request.visibility == "public", alias)
         items = [(e, {(e.type, e.state_key): e.event_id} if e.is_state() else None) for e in built]
         try:
-            await self._events.persist_batch(items, None, new_room=new_room)
+            persisted = await self._events.persist_batch(items, None, new_room=new_room)
         except AliasTaken:
             raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken") from None
-        await self._sender.persisted(room_id)
+        await self._sender.persisted(room_id, persisted)
         return room_id, alias
 
     async def _check_alias(self, localpart: str | None) -> str | None:

@@ -6,7 +6,7 @@ check loads only the state it needs (create, power levels, the members concerned
 """
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +55,8 @@ class RoomEventSender:
         self.push: PushActionsBuilder | None = None  # who an event notifies (set by the app)
         # Told of an event's stored push actions, to wake those users' pushers (set by the app).
         self.pushed: Callable[[list[PushAction]], None] | None = None
+        # Told of stored events, to queue them for the other servers in the room (set by the app).
+        self.federation: Callable[[str, Sequence[PersistedEvent]], None] | None = None
 
     def room_lock(self, room_id: str) -> AbstractAsyncContextManager[None]:
         return self._locks.hold(room_id)
@@ -74,16 +76,18 @@ class RoomEventSender:
         state_key: str | None = None,
         redacts: str | None = None,
         txn_key: TxnKey | None = None,
+        countersign: Callable[[Event], Awaitable[Event]] | None = None,
     ) -> PersistedEvent:
         """Create, authorise and persist one event; 403 M_FORBIDDEN with the rule's reason if the
-        room's auth rules refuse it."""
+        room's auth rules refuse it. `countersign` returns the copy to store (an invite of another
+        server's user, signed by that server)."""
         _, room_version = await self.get_room(room_id)
         async with self.room_lock(room_id):
             extremities = (await self._events.get_forward_extremities(room_id))[:MAX_PREV_EVENTS]
             prev_group = extremities[0].state_group
             resolved = None
             if len({e.state_group for e in extremities}) > 1:
-                resolved = await self._resolve_fork(room_version, [e.state_group for e in extremities])
+                resolved = await self.resolve_fork(room_version, [e.state_group for e in extremities])
             needed = auth_types_for_event(room_version, event_type, state_key, sender, content)
             if resolved is None:
                 auth_state = await self.load_state(prev_group, needed)
@@ -104,19 +108,23 @@ class RoomEventSender:
                 auth_state=auth_state,
             )
             check_auth(room_version, event, auth_state)
+            if countersign is not None:
+                event = await countersign(event)
             delta = {(event.type, event.state_key): event.event_id} if event.is_state() else None
             push_actions = await self.push.actions_for(room_version, event, auth_state) if self.push else []
             persisted = await self._events.persist(event, prev_group, delta, txn_key, resolved, push_actions)
         if push_actions and self.pushed is not None:
             self.pushed(push_actions)
-        await self.persisted(room_id)
+        await self.persisted(room_id, [persisted])
         return persisted
 
-    async def persisted(self, room_id: str) -> None:
+    async def persisted(self, room_id: str, events: Sequence[PersistedEvent]) -> None:
+        if self.federation is not None:
+            self.federation(room_id, events)
         if self.notify_room is not None:
             await self.notify_room(room_id)
 
-    async def _resolve_fork(self, room_version: RoomVersion, groups: list[int]) -> ResolvedState:
+    async def resolve_fork(self, room_version: RoomVersion, groups: list[int]) -> ResolvedState:
         """State resolution over the states of a room's diverged extremities (two processes, or a
         federated peer, extended the room at once), as a delta against the first one's group."""
         state_sets = [await self._state.get_state_ids(group) for group in dict.fromkeys(groups)]

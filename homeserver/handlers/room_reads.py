@@ -11,7 +11,7 @@ server keeps no record of what a client already has, which the spec allows ("red
 
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +29,11 @@ MAX_LIMIT = 1000
 # The most events one request looks at to fill a page when visibility or the filter hides many;
 # past it the page comes back short, with a token to carry on from.
 SCAN_LIMIT = 2000
+BACKFILL_MIN = 20  # events asked of other servers at least, when a page reaches the start of what we hold
 MEMBERSHIPS = frozenset({"join", "invite", "knock", "leave", "ban"})
 _AUTH_KEYS: list[StateKey] = [("m.room.power_levels", ""), ("m.room.create", "")]
 
-_TOPOLOGICAL = re.compile(r"t(\d{1,18})_(\d{1,18})")
+_TOPOLOGICAL = re.compile(r"t(\d{1,18})_(-?\d{1,18})")  # backfilled events have negative streams
 _STREAM = re.compile(r"s(\d{1,18})(?:_.*)?", re.DOTALL)
 
 
@@ -137,6 +138,8 @@ class RoomReadHandler:
         self._rooms = rooms
         self.visibility = HistoryVisibility(events, state, rooms)
         self.serializer = ClientEventSerializer(events, state, clock)
+        # Fetches up to n older events of a room from its other servers; how many came (set by the app).
+        self.backfill: Callable[[str, int], Awaitable[int]] | None = None
 
     # -- state --------------------------------------------------------------------------------
 
@@ -218,11 +221,18 @@ class RoomReadHandler:
             lower, upper = origin, _earliest(bound, cap)
         user, joined = requester.user_id, access.joined
         page = await self._scan(user, room_id, joined, lower, upper, backwards, limit, event_filter)
+        # At the start of what we hold, older history may be on the room's other servers. After a
+        # backfill the page ends with a token even if it still reaches the start: there may be more.
+        backfilled = 0
+        if backwards and page.exhausted and self.backfill is not None:
+            backfilled = await self.backfill(room_id, max(limit, BACKFILL_MIN))
+            if backfilled:
+                page = await self._scan(user, room_id, joined, lower, upper, backwards, limit, event_filter)
         answer: dict[str, Any] = {
             "start": from_token or topological_token(origin),
             "chunk": await self.serializer.serialize(page.events),
         }
-        if not page.exhausted:
+        if not page.exhausted or backfilled:
             answer["end"] = topological_token(page.reached)
         if event_filter and event_filter.lazy_load_members and page.items:
             group = page.items[0][1]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from homeserver.core.events import Event
-from homeserver.core.filters import Filter, RoomEventFilter
+from homeserver.core.filters import EventFilter, Filter, RoomEventFilter, matches_any
 from homeserver.core.sync_token import SyncToken
 from homeserver.handlers.notifier import Notifier
 from homeserver.handlers.room_reads import ClientEventSerializer, topological_token
@@ -38,8 +38,13 @@ MAX_TO_DEVICE = 100
 MEMBER = "m.room.member"
 # Stripped state shown with an invite or a knock (the spec's recommendation).
 STRIPPED_STATE_TYPES = (
-    "m.room.create", "m.room.join_rules", "m.room.canonical_alias", "m.room.avatar", "m.room.name",
-    "m.room.encryption", "m.room.topic",
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.avatar",
+    "m.room.name",
+    "m.room.encryption",
+    "m.room.topic",
 )
 
 
@@ -58,6 +63,9 @@ class SyncSources:
     to_device: Any = None  # messages_for(user, device, after, upto, limit), delete_up_to(...)
     device_lists: Any = None  # changed_users(after, upto), current_position()
     e2e_keys: Any = None  # one_time_key_counts(user, device), unused_fallback_key_types(user, device)
+    # presence_position(), events_for(user_id, after, upto, sharing, newcomers),
+    # sync_started/sync_ended(user_id, set_presence)
+    presence: Any = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class SyncRequest:
     full_state: bool
     timeout_ms: int
     gzip: bool
+    set_presence: str = "online"  # not in the key: it changes the user's presence, not the answer
 
     @property
     def key(self) -> tuple:
@@ -135,7 +144,11 @@ class SyncHandler:
     async def current_token(self) -> SyncToken:
         """Every stream's position, read in one transaction (typing lives in memory)."""
         positions = await self._events.stream_positions()
-        typing = self.sources.typing
+        return self._token(positions)
+
+    def _token(self, positions: dict[str, int]) -> SyncToken:
+        """A token at these stored positions and the in-memory streams' current ones."""
+        typing, presence = self.sources.typing, self.sources.presence
         return SyncToken(
             events=positions.get("events", 0),
             receipts=positions.get("receipts", 0),
@@ -143,9 +156,21 @@ class SyncHandler:
             to_device=positions.get("to_device", 0),
             device_lists=positions.get("device_lists", 0),
             typing=typing.typing_position() if typing is not None else 0,
+            presence=presence.presence_position() if presence is not None else 0,
         )
 
     async def sync(self, request: SyncRequest) -> Response:
+        presence = self.sources.presence
+        if presence is None:
+            return await self._sync_shared(request)
+        # Before computing: a user coming online sees it in this very answer.
+        presence.sync_started(request.user_id, request.set_presence)
+        try:
+            return await self._sync_shared(request)
+        finally:
+            presence.sync_ended(request.user_id, request.set_presence)
+
+    async def _sync_shared(self, request: SyncRequest) -> Response:
         if request.since is not None:
             # Moving on from a token acknowledges what earlier answers carried (to-device messages are
             # then deleted): a kept answer to an older token must not bring them back.
@@ -182,15 +207,7 @@ class SyncHandler:
         from the shared cache, then the answer built in one go once it is this client's turn."""
         user_id, room_filter, s = request.user_id, request.filter.room, self.sources
         snapshot = await self._store.initial_snapshot(user_id, request.device_id, MAX_TO_DEVICE)
-        p = snapshot.positions
-        upto = SyncToken(
-            events=p.get("events", 0),
-            receipts=p.get("receipts", 0),
-            account_data=p.get("account_data", 0),
-            to_device=p.get("to_device", 0),
-            device_lists=p.get("device_lists", 0),
-            typing=s.typing.typing_position() if s.typing is not None else 0,
-        )
+        upto = self._token(snapshot.positions)
         gathered = [
             await self._initial_room(request, snapshot, upto, room_id)
             for room_id in snapshot.rooms("join") if room_filter.includes_room(room_id)
@@ -202,6 +219,7 @@ class SyncHandler:
                     rooms[membership][room_id] = {key: {"events": await self._stripped_state(room_id, user_id)}}
         await self._left_rooms(request, None, upto, {}, rooms)
         account_data = await self._global_account_data(request, None, upto)
+        presence = await self._presence(request, None, upto)
         await self.turns.take()
         now_ms = int(self._wall_clock() * 1000)
         counts = snapshot.unread_counts if s.push is not None else {}
@@ -217,7 +235,7 @@ class SyncHandler:
             "next_batch": str(next_batch),
             "rooms": rooms,
             "account_data": {"events": account_data},
-            "presence": {"events": []},
+            "presence": {"events": presence},
             "to_device": {"events": to_device},
             "device_lists": {"changed": [], "left": []},
         }
@@ -328,22 +346,36 @@ class SyncHandler:
             "next_batch": str(upto),
             "rooms": rooms,
             "account_data": {"events": await self._global_account_data(request, since, upto)},
-            "presence": {"events": []},
         }
+        # Who shares a room with the user, and whose membership moved in their rooms: one read each, for
+        # presence and device lists both.
+        sharing = await self._rooms.users_sharing_rooms(user_id)
+        joined_any = await self._rooms.rooms_for_user(user_id, ("join",))
+        moved = await self._rooms.members_changed_in_rooms(
+            joined_any + [r for r in changes if r not in joined_any], since.events, upto.events
+        )
+        # Users the user newly shares a room with: they joined one of the user's rooms, or the user
+        # joined a room (then everyone is taken as new: rare, and their presence is welcome again).
+        newcomers = {u for u, m in moved.items() if m == "join"}
+        if any(m == "join" for m, _, _ in changes.values()):
+            newcomers |= sharing
+        body["presence"] = {"events": await self._presence(request, since, upto, sharing, newcomers)}
         to_device, to_device_upto = await self._to_device(request, since, upto)
         body["to_device"] = {"events": to_device}
         if to_device_upto != upto.to_device:
             body["next_batch"] = str(_replace(upto, to_device=to_device_upto))
-        body["device_lists"] = await self._device_lists(user_id, since, upto, changes)
+        body["device_lists"] = await self._device_lists(user_id, since, upto, changes, sharing, moved)
         keys = self.sources.e2e_keys
         if keys is not None:
             body["device_one_time_keys_count"] = await keys.one_time_key_counts(user_id, request.device_id)
-            body["device_unused_fallback_key_types"] = await keys.unused_fallback_key_types(
-                user_id, request.device_id
-            )
+            body["device_unused_fallback_key_types"] = await keys.unused_fallback_key_types(user_id, request.device_id)
         empty = not (
-            any(rooms.values()) or body["account_data"]["events"] or to_device
-            or body["device_lists"]["changed"] or body["device_lists"]["left"]
+            any(rooms.values())
+            or body["account_data"]["events"]
+            or body["presence"]["events"]
+            or to_device
+            or body["device_lists"]["changed"]
+            or body["device_lists"]["left"]
         )
         return body, empty
 
@@ -417,7 +449,8 @@ class SyncHandler:
         old = await self._state.get_state_ids(since_row.state_group) if since_row else {}
         state_filter = request.filter.room.state
         keys = [
-            k for k, v in new.items()
+            k
+            for k, v in new.items()
             if old.get(k) != v and not (state_filter.lazy_load_members and k[0] == MEMBER and k[1] not in senders)
         ]
         if state_filter.lazy_load_members:
@@ -440,6 +473,11 @@ class SyncHandler:
         return await self.shared.serialize(request.filter, [found[i] for i in ids.values() if i in found])
 
     async def _stripped_state(self, room_id: str, user_id: str) -> list[dict]:
+        pending = await self._events.pending_remote_membership(room_id, user_id)
+        if pending is not None and pending.event is not None:  # a room we do not hold: the state its server sent
+            e = pending.event
+            member = {"type": e.type, "state_key": e.state_key, "content": dict(e.get_pdu_json()["content"])}
+            return [*pending.stripped_state, {**member, "sender": e.sender}]
         ids = await self._rooms.current_state_ids(room_id, (*STRIPPED_STATE_TYPES, MEMBER))
         wanted = [v for (t, k), v in ids.items() if t != MEMBER or k == user_id]
         found = await self._events.get_events(wanted)
@@ -467,7 +505,8 @@ class SyncHandler:
                     targets[room_id] = membership[1] if membership else None
         else:
             targets = {
-                room_id: event_id for room_id, (membership, event_id, _) in changes.items()
+                room_id: event_id
+                for room_id, (membership, event_id, _) in changes.items()
                 if membership in ("leave", "ban") and room_filter.includes_room(room_id)
             }
         for room_id, event_id in targets.items():
@@ -497,6 +536,25 @@ class SyncHandler:
             if receipts.get(room_id):
                 out.append({"type": "m.receipt", "content": receipts[room_id]})
         return [e for e in out if ephemeral_filter.matches(e)]
+
+    async def _presence(
+        self,
+        request: SyncRequest,
+        since: SyncToken | None,
+        upto: SyncToken,
+        sharing: set[str] | None = None,
+        newcomers: frozenset[str] | set[str] = frozenset(),
+    ) -> list[dict]:
+        """m.presence of the user and of those sharing a room with them (`sharing`, read here if not
+        given); a filter that leaves presence out costs nothing."""
+        source, presence_filter = self.sources.presence, request.filter.presence
+        if source is None or not _wants_presence(presence_filter):
+            return []
+        if sharing is None:
+            sharing = await self._rooms.users_sharing_rooms(request.user_id)
+        after = since.presence if since is not None else None
+        events = presence_filter.filter(source.events_for(request.user_id, after, upto.presence, sharing, newcomers))
+        return events[: presence_filter.limit] if presence_filter.limit else events
 
     async def _global_account_data(self, request: SyncRequest, since: SyncToken | None, upto: SyncToken) -> list:
         source = self.sources.account_data
@@ -530,19 +588,14 @@ class SyncHandler:
         return await source.messages_for(request.user_id, request.device_id, after, upto.to_device, MAX_TO_DEVICE)
 
     async def _device_lists(
-        self, user_id: str, since: SyncToken, upto: SyncToken, changes: dict
+        self, user_id: str, since: SyncToken, upto: SyncToken, changes: dict, sharing: set[str], moved: dict[str, str]
     ) -> dict[str, list[str]]:
         """Users sharing a room whose devices changed (or who newly share one: the client must fetch
         their keys), and users who no longer share any room."""
-        sharing = await self._rooms.users_sharing_rooms(user_id)
         changed: set[str] = set()
         source = self.sources.device_lists
         if source is not None and upto.device_lists > since.device_lists:
             changed |= await source.changed_users(since.device_lists, upto.device_lists) & sharing
-        joined = await self._rooms.rooms_for_user(user_id, ("join",))
-        moved = await self._rooms.members_changed_in_rooms(
-            joined + [r for r in changes if r not in joined], since.events, upto.events
-        )
         changed |= {u for u, m in moved.items() if m == "join" and u in sharing}
         left = {u for u, m in moved.items() if m in ("leave", "ban") and u not in sharing}
         if any(m in ("leave", "ban") for m, _, _ in changes.values()):
@@ -557,10 +610,24 @@ def _with_unread(section: dict, counts: tuple[int, int]) -> dict:
 
 
 def _clamp(since: SyncToken, upto: SyncToken) -> SyncToken:
-    """A token from before a restart may be ahead on in-memory streams (typing): start those over."""
-    return _replace(since, typing=since.typing if since.typing <= upto.typing else 0)
+    """A token from before a restart may be ahead on in-memory streams (typing, and presence changes
+    the server had no time to store): start those over."""
+    return _replace(
+        since,
+        typing=since.typing if since.typing <= upto.typing else 0,
+        presence=since.presence if since.presence <= upto.presence else 0,
+    )
+
+
+def _wants_presence(presence_filter: EventFilter) -> bool:
+    """False when the filter cannot let any m.presence event through, whoever sent it."""
+    types, senders = presence_filter.types, presence_filter.senders
+    return not (
+        matches_any("m.presence", presence_filter.not_types)
+        or (types is not None and not matches_any("m.presence", types))
+        or senders == ()
+    )
 
 
 def _replace(token: SyncToken, **changes: int) -> SyncToken:
     return dataclasses.replace(token, **changes)
-

@@ -4,6 +4,7 @@ which rooms changed since a token. Positions belong to this process: they start 
 restarts (a token from before then is newer than any position, and is answered as such)."""
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -31,6 +32,8 @@ class TypingHandler:
         # room id -> the position of its last change. One integer per room that ever had a typist:
         # bounded by the rooms of the server, and needed to tell a sync that someone stopped.
         self._changed_at: dict[str, int] = {}
+        # Told (room, user, typing) on every change, for the room's other servers (set by the app).
+        self.federation: Callable[[str, str, bool], None] | None = None
 
     async def set_typing(
         self, requester: Requester, room_id: str, user_id: str, typing: bool, timeout_ms: int | None
@@ -57,7 +60,7 @@ class TypingHandler:
             expiry.reset(seconds)
             return
         typists[user_id] = self._reactor.callLater(seconds, self._expire, room_id, user_id)
-        self._changed(room_id)
+        self._changed(room_id, user_id, True)
 
     def stopped(self, room_id: str, user_id: str) -> None:
         typists = self._typing.get(room_id)
@@ -67,22 +70,24 @@ class TypingHandler:
         if expiry.active():
             expiry.cancel()
         self._forget_if_empty(room_id)
-        self._changed(room_id)
+        self._changed(room_id, user_id, False)
 
     def _expire(self, room_id: str, user_id: str) -> None:
         typists = self._typing.get(room_id)
         if typists is None or typists.pop(user_id, None) is None:
             return
         self._forget_if_empty(room_id)
-        self._changed(room_id)
+        self._changed(room_id, user_id, False)
 
     def _forget_if_empty(self, room_id: str) -> None:
         if not self._typing.get(room_id):
             self._typing.pop(room_id, None)
 
-    def _changed(self, room_id: str) -> None:
+    def _changed(self, room_id: str, user_id: str, typing: bool) -> None:
         self._position += 1
         self._changed_at[room_id] = self._position
+        if self.federation is not None:
+            self.federation(room_id, user_id, typing)
         if self.notifier is not None:
             notified = defer.ensureDeferred(self.notifier.notify_room(room_id))
             notified.addErrback(lambda f: logger.error("waking syncs for typing in %s failed: %s", room_id, f.value))

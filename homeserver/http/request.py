@@ -9,6 +9,9 @@ from homeserver.core.errors import MatrixError
 from homeserver.core.requester import Requester
 
 Authenticator = Callable[[str], Awaitable[Requester | None]]
+# (Authorization header values, method, uri with query, JSON body or None) -> the origin server name;
+# raises 401 M_UNAUTHORIZED (handlers/federation/keys.py KeyRing.authenticate_request).
+ServerAuthenticator = Callable[[list[str], str, str, Any], Awaitable[str]]
 
 
 # A JSON escape for half of a UTF-16 surrogate pair; only bodies that contain one need the full check.
@@ -39,7 +42,14 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 
 class ApiRequest:
-    def __init__(self, raw: Any, request_id: str, client_ip: str, authenticate: Authenticator) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        request_id: str,
+        client_ip: str,
+        authenticate: Authenticator,
+        authenticate_server: ServerAuthenticator | None = None,
+    ) -> None:
         self.raw = raw
         self.request_id = request_id
         self.client_ip = client_ip
@@ -49,7 +59,9 @@ class ApiRequest:
             k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs] for k, vs in raw.args.items()
         }
         self.requester: Requester | None = None
+        self.origin: str | None = None  # the server a federation request is from, once authenticated
         self._authenticate = authenticate
+        self._authenticate_server = authenticate_server
 
     def header(self, name: str) -> str | None:
         value = self.raw.getHeader(name)
@@ -111,6 +123,15 @@ class ApiRequest:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown or expired access token.", soft_logout=False)
         self.requester = requester
         return requester
+
+    async def require_origin(self) -> str:
+        """The server that signed this federation request (X-Matrix); 401 M_UNAUTHORIZED if none did."""
+        if self._authenticate_server is None:
+            raise MatrixError(401, "M_UNAUTHORIZED", "This listener does not serve federation")
+        headers = [v.decode("latin-1") for v in self.raw.requestHeaders.getRawHeaders(b"Authorization", [])]
+        content = self.json_object() if self.body.strip() else None
+        self.origin = await self._authenticate_server(headers, self.method, self.raw.uri.decode("latin-1"), content)
+        return self.origin
 
 
 def require_field(body: dict[str, Any], name: str, kind: type | tuple[type, ...] = str) -> Any:

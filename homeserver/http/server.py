@@ -15,7 +15,7 @@ from homeserver.core.work_class import BULK, LIGHT, current_work_class
 from homeserver.http.admission import LONG_POLL, SHORT, AdmissionController
 from homeserver.http.bodies import FileTransfer
 from homeserver.http.channel import MatrixChannel, MatrixRequest
-from homeserver.http.request import ApiRequest, Authenticator
+from homeserver.http.request import ApiRequest, Authenticator, ServerAuthenticator
 from homeserver.http.responses import GZIP_MIN_BYTES, FileResponse, Response, accepts_gzip, encode_json, gzip_bytes
 from homeserver.http.routing import Router
 
@@ -53,11 +53,13 @@ class MatrixSite(server.Site):
         x_forwarded: bool,
         busy_errors: tuple[type[BaseException], ...] = (),
         observe: Callable[[str, str, int, float], None] | None = None,
+        authenticate_server: ServerAuthenticator | None = None,
     ) -> None:
         super().__init__(resource=None, timeout=None, reactor=reactor)
         self.router = router
         self.admission = admission
         self.authenticate = authenticate
+        self.authenticate_server = authenticate_server  # set on listeners that serve federation
         self.max_body_size = max_body_size
         self.request_timeout = request_timeout
         self.read_timeout = read_timeout
@@ -86,7 +88,11 @@ class MatrixSite(server.Site):
     def dispatch(self, raw: MatrixRequest) -> None:
         start = time.monotonic()
         request = ApiRequest(
-            raw, f"{raw.method.decode('ascii', 'replace')}-{next(_request_ids)}", self.client_ip(raw), self.authenticate
+            raw,
+            f"{raw.method.decode('ascii', 'replace')}-{next(_request_ids)}",
+            self.client_ip(raw),
+            self.authenticate,
+            self.authenticate_server,
         )
         for name, value in CORS_HEADERS.items():
             raw.setHeader(name, value)
@@ -173,7 +179,7 @@ class MatrixSite(server.Site):
             elif request.method != "HEAD":
                 raw.write(body)
             raw.finish()
-        user = request.requester.user_id if request.requester else "-"
+        user = request.requester.user_id if request.requester else (request.origin or "-")
         self._log(request.request_id, request.client_ip, user, request.method, template, response.status, start, length)
 
     def refused(self, raw: MatrixRequest, method: str, template: str, status: int, length: int, start: float) -> None:

@@ -49,6 +49,16 @@ class ResolvedState:
     delta: dict[StateKey, str]  # against base_group; empty when the resolution is base_group itself
     current_state: dict[StateKey, str]  # entries the current_state table must take
 
+
+@dataclass(frozen=True)
+class PendingMembership:
+    """An invite or knock of our user to a room we do not hold."""
+
+    stripped_state: list[dict]  # the room state its server sent, as the user's /sync shows it
+    server_name: str  # the server that holds the room: joins, rejections and rescinds go through it
+    event: Event | None = None  # the member event, once stored
+
+
 @dataclass(frozen=True)
 class TxnKey:
     user_id: str
@@ -179,8 +189,7 @@ class EventStore:
             if resolved.delta:
                 group = self._state.store_group_txn(txn, room_id, resolved.base_group, resolved.delta)
             for (event_type, state_key), event_id in resolved.current_state.items():
-                row = txn.execute("SELECT json FROM events WHERE event_id = ?", (event_id,)).fetchone()
-                membership = json.loads(row[0]).get("content", {}).get("membership") if row else None
+                membership = _membership_txn(txn, event_id)
                 self._set_current_state_txn(txn, room_id, event_type, state_key, event_id, membership)
         for event, delta in items:
             if delta:
@@ -198,8 +207,115 @@ class EventStore:
             )
         return done
 
-    def _insert_event_txn(self, txn: Txn, event: Event, group: int, changes_state: bool) -> int:
-        stream = next_id(txn, "events")
+    async def persist_remote_join(
+        self, room: NewRoom, outliers: list[Event], state: dict[StateKey, str], join: Event
+    ) -> PersistedEvent:
+        """Our user's join to a room another server holds, with the room's state before it and the auth
+        chain (`outliers`: never in a timeline), in one transaction: the room is ours from then on."""
+        persisted = await self._db.run("events.persist_remote_join", self._remote_join_txn, room, outliers, state, join)
+        self._cache.put(join.event_id, join)
+        self.persisted_count += 1
+        return persisted
+
+    def _remote_join_txn(
+        self, txn: Txn, room: NewRoom, outliers: list[Event], state: dict[StateKey, str], join: Event
+    ) -> PersistedEvent:
+        if not txn.execute("SELECT 1 FROM rooms WHERE room_id = ?", (room.room_id,)).fetchone():
+            txn.execute(
+                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES (?, ?, ?, ?, ?)",
+                (room.room_id, room.room_version, room.creator, 0, int(time.time() * 1000)),
+            )
+        self._insert_outliers_txn(txn, outliers)
+        by_id = {e.event_id: e for e in outliers}
+        group = self._state.store_group_txn(txn, room.room_id, None, state)
+        for (event_type, state_key), event_id in state.items():
+            membership = by_id[event_id].membership if event_id in by_id else None
+            self._set_current_state_txn(txn, room.room_id, event_type, state_key, event_id, membership)
+            known = txn.execute("SELECT 1 FROM room_memberships WHERE event_id = ?", (event_id,)).fetchone()
+            if membership is not None and not known:  # who is in the room, for the federation sender and sync
+                txn.execute(
+                    "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership, stream_ordering)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (event_id, room.room_id, state_key, by_id[event_id].sender, membership, next_id(txn, "events")),
+                )
+        txn.execute(
+            "DELETE FROM pending_remote_memberships WHERE room_id = ? AND user_id = ?", (room.room_id, join.state_key)
+        )
+        txn.execute("DELETE FROM forward_extremities WHERE room_id = ?", (room.room_id,))
+        group = self._state.store_group_txn(
+            txn, room.room_id, group, {("m.room.member", join.state_key): join.event_id}
+        )
+        return PersistedEvent(join, self._insert_event_txn(txn, join, group, True), group)
+
+    async def persist_remote_membership(self, event: Event, pending: "PendingMembership | None") -> None:
+        """Our user's membership in a room we do not hold: an invite or knock (`pending`, kept until they
+        join or leave) sets it, so their /sync shows it; a leave (rejected, rescinded) clears it."""
+        await self._db.run("events.persist_remote_membership", self._remote_membership_txn, event, pending)
+
+    def _remote_membership_txn(self, txn: Txn, event: Event, pending: "PendingMembership | None") -> None:
+        if pending is not None:
+            self._set_current_state_txn(
+                txn, event.room_id, event.type, event.state_key, event.event_id, event.membership
+            )
+        else:  # we hold nothing of the room, so the user has no membership here any more
+            txn.execute(
+                "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                (event.room_id, event.type, event.state_key),
+            )
+        txn.execute(
+            "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership, stream_ordering)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (event.event_id, event.room_id, event.state_key, event.sender, event.membership, next_id(txn, "events")),
+        )
+        txn.execute(
+            "DELETE FROM pending_remote_memberships WHERE room_id = ? AND user_id = ?", (event.room_id, event.state_key)
+        )
+        if pending is not None:
+            txn.execute(
+                "INSERT INTO pending_remote_memberships"
+                " (room_id, user_id, event_id, room_version, event_json, stripped_state, server_name)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.room_id,
+                    event.state_key,
+                    event.event_id,
+                    event.room_version.identifier,
+                    json.dumps(event.get_pdu_json(), separators=(",", ":")),
+                    json.dumps(pending.stripped_state),
+                    pending.server_name,
+                ),
+            )
+
+    def _insert_outliers_txn(self, txn: Txn, events: list[Event]) -> None:
+        for event in events:
+            known = txn.execute("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)).fetchone()
+            if known or txn.execute("SELECT 1 FROM event_outliers WHERE event_id = ?", (event.event_id,)).fetchone():
+                continue
+            self._insert_outlier_txn(txn, event, "outlier", None, None)
+
+    async def pending_remote_membership(self, room_id: str, user_id: str) -> "PendingMembership | None":
+        """Our user's invite to, or knock on, a room we do not hold, if they have one."""
+        row = await self._db.run(
+            "events.pending_remote_membership",
+            lambda txn: txn.execute(
+                "SELECT event_id, room_version, event_json, stripped_state, server_name FROM pending_remote_memberships"
+                " WHERE room_id = ? AND user_id = ?",
+                (room_id, user_id),
+            ).fetchone(),
+            readonly=True,
+        )
+        if row is None:
+            return None
+        event_id, version, event_json, stripped, server_name = row
+        event = Event.from_stored(KNOWN_ROOM_VERSIONS[version], json.loads(event_json), event_id)
+        return PendingMembership(json.loads(stripped), server_name, event)
+
+    def _insert_event_txn(
+        self, txn: Txn, event: Event, group: int, changes_state: bool, backfilled: bool = False
+    ) -> int:
+        # Backfilled history counts down from 0: it sorts before everything a sync has sent, so no
+        # incremental sync reports old events as new, and it leaves the extremities and current state be.
+        stream = -next_id(txn, "backfill") if backfilled else next_id(txn, "events")
         txn.execute(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,"
             " origin_server_ts, state_group, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -216,19 +332,22 @@ class EventStore:
                 json.dumps(event.get_pdu_json(), separators=(",", ":")),
             ),
         )
-        for prev in event.prev_event_ids:
-            txn.execute("DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?", (event.room_id, prev))
-        txn.execute(
-            "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)", (event.room_id, event.event_id)
-        )
-        if changes_state:
-            self._set_current_state_txn(
-                txn, event.room_id, event.type, event.state_key, event.event_id, event.membership
+        if not backfilled:
+            for prev in event.prev_event_ids:
+                txn.execute("DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?", (event.room_id, prev))
+            txn.execute(
+                "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)", (event.room_id, event.event_id)
             )
+        if changes_state:
+            if not backfilled:
+                self._set_current_state_txn(
+                    txn, event.room_id, event.type, event.state_key, event.event_id, event.membership
+                )
             if event.type == "m.room.member":
                 txn.execute(
                     "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership, stream_ordering)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    # A remote room's members were recorded when we joined it; backfill brings their events.
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
                     (event.event_id, event.room_id, event.state_key, event.sender, event.membership, stream),
                 )
         if event.type == "m.room.redaction" and event.redacts:
@@ -246,6 +365,141 @@ class EventStore:
             "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES (?, ?, ?, ?, ?)",
             (room_id, event_type, state_key, event_id, membership),
         )
+
+    # -- received over federation -------------------------------------------------------------
+
+    async def persist_received(
+        self,
+        event: Event,
+        base_group: int | None,
+        before_delta: dict[StateKey, str],
+        *,
+        soft_failed: bool = False,
+        current_state: dict[StateKey, str] | None = None,
+        push_actions: list[PushAction] | None = None,
+        backfilled: bool = False,
+    ) -> PersistedEvent | None:
+        """Store a received event whose state before it is `base_group` + `before_delta`.
+
+        A soft-failed event goes to event_outliers with the state after it (None is returned); any
+        other joins the timeline. `current_state`, when given, is the room's whole new current state
+        (its extremities were resolved); otherwise the event's own entry is what changes. A `backfilled`
+        event is older history: it changes neither the extremities nor the current state."""
+        persisted = await self._db.run(
+            "events.persist_received",
+            self._persist_received_txn,
+            event,
+            base_group,
+            before_delta,
+            soft_failed,
+            current_state,
+            push_actions or [],
+            backfilled,
+        )
+        self._cache.put(event.event_id, event)
+        if persisted is not None:
+            self.persisted_count += 1
+        return persisted
+
+    def _persist_received_txn(
+        self,
+        txn: Txn,
+        event: Event,
+        base_group: int | None,
+        before_delta: dict[StateKey, str],
+        soft_failed: bool,
+        current_state: dict[StateKey, str] | None,
+        push_actions: list[PushAction],
+        backfilled: bool,
+    ) -> PersistedEvent | None:
+        group = base_group
+        if before_delta or group is None:
+            group = self._state.store_group_txn(txn, event.room_id, base_group, before_delta)
+        if event.is_state():
+            group = self._state.store_group_txn(
+                txn, event.room_id, group, {(event.type, event.state_key): event.event_id}
+            )
+        # It may have been held as an outlier (fetched as state or auth of another event).
+        txn.execute("DELETE FROM event_outliers WHERE event_id = ?", (event.event_id,))
+        if soft_failed:
+            self._insert_outlier_txn(txn, event, "soft_failed", None, group)
+            return None
+        stream = self._insert_event_txn(txn, event, group, event.is_state(), backfilled)
+        if current_state is not None:
+            rows = txn.execute(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (event.room_id,)
+            ).fetchall()
+            now = {(t, k): e for t, k, e in rows}
+            for (event_type, state_key), event_id in current_state.items():
+                if now.get((event_type, state_key)) != event_id:
+                    membership = _membership_txn(txn, event_id)
+                    self._set_current_state_txn(txn, event.room_id, event_type, state_key, event_id, membership)
+            for event_type, state_key in now.keys() - current_state.keys():
+                txn.execute(
+                    "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                    (event.room_id, event_type, state_key),
+                )
+        if push_actions:
+            count_push_actions_txn(txn, event.room_id, push_actions)
+            record_push_actions_txn(txn, event.room_id, event.event_id, stream, push_actions)
+        return PersistedEvent(event, stream, group)
+
+    async def store_outliers(self, events: list[Event], rejected: dict[str, str]) -> None:
+        """Keep events fetched to check others (state, auth chains), and the reasons of those rejected."""
+        await self._db.run("events.store_outliers", self._store_outliers_txn, events, rejected)
+
+    def _store_outliers_txn(self, txn: Txn, events: list[Event], rejected: dict[str, str]) -> None:
+        for event in events:
+            if txn.execute("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)).fetchone():
+                continue
+            txn.execute("DELETE FROM event_outliers WHERE event_id = ?", (event.event_id,))
+            reason = rejected.get(event.event_id)
+            self._insert_outlier_txn(txn, event, "rejected" if reason else "outlier", reason, None)
+
+    def _insert_outlier_txn(self, txn: Txn, event: Event, kind: str, reason: str | None, group: int | None) -> None:
+        txn.execute(
+            "INSERT INTO event_outliers (event_id, room_id, kind, reason, state_group, received_ts, json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.event_id,
+                event.room_id,
+                kind,
+                reason,
+                group,
+                int(time.time() * 1000),
+                json.dumps(event.get_pdu_json(), separators=(",", ":")),
+            ),
+        )
+
+    async def oldest_event(self, room_id: str) -> tuple[str, str] | None:
+        """(event id, type) of the room's topologically first event we hold in its timeline."""
+        return await self._db.run(
+            "events.oldest",
+            lambda txn: txn.execute(
+                "SELECT event_id, type FROM events WHERE room_id = ? ORDER BY depth, stream_ordering LIMIT 1",
+                (room_id,),
+            ).fetchone(),
+            readonly=True,
+        )
+
+    async def received_status(self, event_ids: Iterable[str]) -> dict[str, tuple[str, int | None]]:
+        """For each known event among `event_ids`: its kind (timeline, outlier, soft_failed, rejected)
+        and the state group after it (None for outliers and rejected events)."""
+        ids = list(dict.fromkeys(event_ids))
+        return await self._db.run("events.received_status", self._received_status_txn, ids, readonly=True)
+
+    def _received_status_txn(self, txn: Txn, ids: list[str]) -> dict[str, tuple[str, int | None]]:
+        out: dict[str, tuple[str, int | None]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for kind, event_id, group in txn.execute(
+                f"SELECT kind, event_id, state_group FROM event_outliers WHERE event_id IN ({marks})"
+                f" UNION ALL SELECT 'timeline', event_id, state_group FROM events WHERE event_id IN ({marks})",
+                chunk + chunk,
+            ).fetchall():
+                out[event_id] = (kind, group)
+        return out
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -277,6 +531,17 @@ class EventStore:
             rows = txn.execute(
                 f"SELECT e.event_id, e.json, r.room_version FROM events e JOIN rooms r USING (room_id)"
                 f" WHERE e.event_id IN ({marks})",
+                chunk,
+            ).fetchall()
+            events += [Event.from_stored(KNOWN_ROOM_VERSIONS[v], json.loads(j), eid) for eid, j, v in rows]
+        found = {e.event_id for e in events}
+        rest = [event_id for event_id in event_ids if event_id not in found]
+        for start in range(0, len(rest), 500):  # outliers and soft-failed events; never rejected ones
+            chunk = rest[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = txn.execute(
+                f"SELECT o.event_id, o.json, r.room_version FROM event_outliers o JOIN rooms r USING (room_id)"
+                f" WHERE o.event_id IN ({marks}) AND o.kind <> 'rejected'",
                 chunk,
             ).fetchall()
             events += [Event.from_stored(KNOWN_ROOM_VERSIONS[v], json.loads(j), eid) for eid, j, v in rows]
@@ -396,8 +661,23 @@ class EventStore:
             " ORDER BY stream_ordering DESC LIMIT 1",
             [room_id, stream_ordering],
         )
-        return rows[0] if rows else None
+        if rows:
+            return rows[0]
+        return await self._db.run("events.history_start", self._history_start_txn, room_id, readonly=True)
 
+    def _history_start_txn(self, txn: Txn, room_id: str) -> TimelineRow | None:
+        """Where our history of a room joined through another server begins: just before its first event
+        here (our join), with the room state the resident server sent (the group the join's builds on).
+        None for a room whose history starts at its create event."""
+        first = txn.execute(
+            "SELECT e.type, e.depth, e.stream_ordering, g.prev_group FROM events e"
+            " JOIN state_groups g ON g.id = e.state_group WHERE e.room_id = ? ORDER BY e.stream_ordering LIMIT 1",
+            (room_id,),
+        ).fetchone()
+        if first is None or first[0] == "m.room.create" or first[3] is None:
+            return None
+        event_type, depth, stream, state_group = first
+        return TimelineRow("", room_id, depth - 1, stream - 1, state_group)
 
     # -- the timeline in stream order (sync) ---------------------------------------------------
 
@@ -431,6 +711,7 @@ class EventStore:
             found.update(r[0] for r in rows)
         return found
 
+
 class AliasTaken(Exception):
     """A new room's alias was taken between the check and the write."""
 
@@ -444,6 +725,15 @@ class DuplicateTransaction(Exception):
 
 
 _ROW_COLUMNS = "event_id, room_id, depth, stream_ordering, state_group"
+
+
+def _membership_txn(txn: Txn, event_id: str) -> str | None:
+    """`content.membership` of a stored event; state can be an outlier (fetched when the room had a gap)."""
+    row = txn.execute("SELECT json FROM events WHERE event_id = ?", (event_id,)).fetchone()
+    if row is None:
+        row = txn.execute("SELECT json FROM event_outliers WHERE event_id = ?", (event_id,)).fetchone()
+    membership = json.loads(row[0]).get("content", {}).get("membership") if row else None
+    return membership if isinstance(membership, str) else None
 
 
 def _timeline_filter_sql(event_filter: RoomEventFilter | None) -> tuple[str, list]:

@@ -327,7 +327,7 @@ class PurgeStore:
     def _delete_record_txn(self, txn: Txn, room_id: str) -> dict[str, int]:
         ids = [r[0] for r in txn.execute("SELECT event_id FROM events WHERE room_id = ?", (room_id,)).fetchall()]
         done = self._delete_events_txn(txn, ids) if ids else {}
-        for table in ("forward_extremities", "room_aliases", "rooms"):
+        for table in ("event_outliers", "forward_extremities", "room_aliases", "rooms"):
             txn.execute(f"DELETE FROM {table} WHERE room_id = ?", (room_id,))
             done[table] = txn.rowcount
         return done

@@ -6,10 +6,12 @@ lock, so positions are in commit order and a reader that saw position N has seen
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from homeserver.storage.database import Database, Txn
 from homeserver.storage.events import TxnKey
+from homeserver.storage.federation_outbox import add_outbox_edus_txn
 from homeserver.storage.ids import current_id
 
 STREAM = "to_device"
@@ -38,15 +40,29 @@ class ToDeviceStore:
         self._db = db
 
     async def add_messages(
-        self, sender: str, event_type: str, messages: dict[str, dict[str, dict[str, Any]]], txn_key: TxnKey
+        self,
+        sender: str,
+        event_type: str,
+        messages: dict[str, dict[str, dict[str, Any]]],
+        txn_key: TxnKey,
+        remote_edus: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> set[str] | None:
         """Queue one message per target device (`*` meaning every device of the user; unknown devices
-        are skipped). Returns the users that got a message, or None if `txn_key` was seen before, in
-        which case nothing is queued again."""
-        return await self._db.run("to_device.add_messages", self._add_txn, sender, event_type, messages, txn_key)
+        are skipped), and `remote_edus` (destination, type, content) for other servers' users. Returns the
+        local users that got a message, or None if `txn_key` was seen before, in which case nothing is
+        queued again."""
+        return await self._db.run(
+            "to_device.add_messages", self._add_txn, sender, event_type, messages, txn_key, remote_edus
+        )
 
     def _add_txn(
-        self, txn: Txn, sender: str, event_type: str, messages: dict[str, dict[str, dict[str, Any]]], key: TxnKey
+        self,
+        txn: Txn,
+        sender: str,
+        event_type: str,
+        messages: dict[str, dict[str, dict[str, Any]]],
+        key: TxnKey,
+        remote_edus: Sequence[tuple[str, str, dict[str, Any]]],
     ) -> set[str] | None:
         now = int(time.time() * 1000)
         txn.execute(
@@ -60,6 +76,7 @@ class ToDeviceStore:
         )
         if txn.rowcount == 0:
             return None
+        add_outbox_edus_txn(txn, remote_edus)
         rows: list[tuple[str, str, str]] = []
         for user_id, by_device in messages.items():
             devices = {

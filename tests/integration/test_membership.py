@@ -96,8 +96,8 @@ def test_join_unknown_room_or_alias_is_not_found(server: ServerProcess, bob: Roo
     )
 
 
-def test_join_of_other_servers_alias_needs_federation(bob: RoomClient) -> None:
-    assert_error_with_message(join(bob, "#room:example.org"), 404, "M_UNRECOGNIZED")
+def test_join_by_alias_of_an_unreachable_server_is_a_502(bob: RoomClient) -> None:
+    assert_error_with_message(join(bob, "#room:example.org"), 502, "M_UNKNOWN")
 
 
 def test_join_needs_a_room_id_or_alias(bob: RoomClient) -> None:
@@ -135,10 +135,11 @@ def test_invite_of_unknown_user_is_not_found(server: ServerProcess, alice: RoomC
     assert_error_with_message(act(alice, room, "invite", user_id=user), 404, "M_NOT_FOUND")
 
 
-def test_invite_of_remote_user_needs_federation(alice: RoomClient) -> None:
-    assert_error_with_message(
-        act(alice, alice.create_room(), "invite", user_id="@bob:example.org"), 404, "M_UNRECOGNIZED"
-    )
+def test_invite_of_a_user_on_an_unreachable_server_is_a_502_and_invites_no_one(alice: RoomClient) -> None:
+    room = alice.create_room()
+    assert_error_with_message(act(alice, room, "invite", user_id="@bob:example.org"), 502, "M_UNKNOWN")
+    member = alice.room_get(room, f"state/m.room.member/{quote('@bob:example.org')}")
+    assert member.status_code == 404, member.text
 
 
 def test_invite_needs_a_valid_user_id(alice: RoomClient) -> None:

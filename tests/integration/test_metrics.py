@@ -92,7 +92,7 @@ def test_database_transaction_and_admission_series(metrics_server: tuple[ServerP
     failures = {dict(labels)["collector"]: v for (name, labels), v in samples.items()
                 if name == "homeserver_metrics_collector_failures_total"}  # fmt: skip
     assert failures == dict.fromkeys(
-        ["database", "transactions", "admission", "sync", "caches", "push_pruner", "process"], 0
+        ["database", "transactions", "admission", "sync", "caches", "push_pruner", "federation", "process"], 0
     )
     assert {"homeserver_cache_bytes", "homeserver_push_pruner_runs_total", "process_resident_memory_bytes",
             "process_open_fds"} <= names(samples)  # fmt: skip

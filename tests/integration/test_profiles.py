@@ -75,8 +75,9 @@ def test_unknown_user_has_no_profile(server: ServerProcess, alice: RoomClient) -
     assert_error(alice.get(f"{PROFILE}/{quote(user)}/displayname"), 404, "M_NOT_FOUND")
 
 
-def test_remote_profile_needs_federation(alice: RoomClient) -> None:
-    assert_error(alice.get(f"{PROFILE}/{quote('@bob:example.org')}"), 404, "M_UNRECOGNIZED")
+def test_remote_profile_of_an_unreachable_server_is_a_502(alice: RoomClient) -> None:
+    """Asked over federation (tests/integration/test_federation_identity.py); 127.0.0.2 is blacklisted."""
+    assert_error(alice.get(f"{PROFILE}/{quote('@bob:127.0.0.2:8448')}"), 502, "M_UNKNOWN")
 
 
 def test_malformed_user_id_is_refused(alice: RoomClient) -> None:

@@ -29,7 +29,9 @@ class JoinRoom(_MembershipEndpoint):
     async def handle(self, request: ApiRequest, room_id_or_alias: str) -> tuple[int, dict]:
         requester = await request.require_user()
         reason = optional_field(request.json_object(empty_ok=True), "reason")
-        return 200, {"room_id": await self._membership.join(requester, room_id_or_alias, reason)}
+        # Servers to join a room we do not hold through: `via` (v1.12), `server_name` (older clients).
+        via = request.query.get("via", []) + request.query.get("server_name", [])
+        return 200, {"room_id": await self._membership.join(requester, room_id_or_alias, reason, via)}
 
 
 class Knock(_MembershipEndpoint):
@@ -38,7 +40,8 @@ class Knock(_MembershipEndpoint):
     async def handle(self, request: ApiRequest, room_id_or_alias: str) -> tuple[int, dict]:
         requester = await request.require_user()
         reason = optional_field(request.json_object(empty_ok=True), "reason")
-        return 200, {"room_id": await self._membership.knock(requester, room_id_or_alias, reason)}
+        via = request.query.get("via", []) + request.query.get("server_name", [])
+        return 200, {"room_id": await self._membership.knock(requester, room_id_or_alias, reason, via)}
 
 
 class Leave(_MembershipEndpoint):

@@ -3,7 +3,7 @@
 import logging
 from typing import Any
 
-from twisted.internet import ssl
+from twisted.internet import defer, ssl
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from homeserver.api import health
@@ -22,6 +22,7 @@ from homeserver.api.client import (
     media,
     membership,
     notifications,
+    presence,
     profile,
     push_rules,
     pushers,
@@ -37,6 +38,11 @@ from homeserver.api.client import (
     user_directory,
     versions,
 )
+from homeserver.api.federation import discovery as federation_discovery
+from homeserver.api.federation import events as federation_events
+from homeserver.api.federation import keys as federation_keys
+from homeserver.api.federation import membership as federation_membership
+from homeserver.api.federation import query as federation_query
 from homeserver.config.options import HomeserverConfig
 from homeserver.config.signing_key import load_signing_key
 from homeserver.config.types import ConfigError
@@ -51,6 +57,13 @@ from homeserver.handlers.batches import Batches, BatchPace, blocking_sleep, reac
 from homeserver.handlers.devices import DeviceHandler
 from homeserver.handlers.directory import DirectoryHandler
 from homeserver.handlers.e2e_keys import E2eKeysHandler
+from homeserver.handlers.federation.event_intake import EventIntake
+from homeserver.handlers.federation.history import FederationHistory
+from homeserver.handlers.federation.keys import KeyConfig, KeyRing
+from homeserver.handlers.federation.membership import RemoteMembership
+from homeserver.handlers.federation.queries import RemoteQueries
+from homeserver.handlers.federation.sender import ClientTransport, FederationSender, RetryPolicy
+from homeserver.handlers.federation.transactions import TransactionHandler
 from homeserver.handlers.login import LoginHandler, LoginLimits
 from homeserver.handlers.media import MediaHandler
 from homeserver.handlers.membership import MembershipHandler
@@ -58,6 +71,7 @@ from homeserver.handlers.messages import MessageHandler
 from homeserver.handlers.notifications import NotificationsHandler
 from homeserver.handlers.notifier import Notifier
 from homeserver.handlers.passwords import PasswordHasher
+from homeserver.handlers.presence import PresenceHandler, Timeouts
 from homeserver.handlers.profiles import ProfileHandler
 from homeserver.handlers.push import PushActionsBuilder
 from homeserver.handlers.push_pruner import PushPruner
@@ -82,8 +96,10 @@ from homeserver.http.address_filter import AddressFilter
 from homeserver.http.admission import AdmissionController, derive_limits
 from homeserver.http.channel import listen
 from homeserver.http.fd_budget import compute_budget, database_fds
+from homeserver.http.federation_client import FederationClient
 from homeserver.http.routing import Endpoint, Router
 from homeserver.http.server import MatrixSite
+from homeserver.http.sockets import control_path, inherit_sockets, serve_control
 from homeserver.metrics import MetricsEndpoint, ServerMetrics, server_collectors
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.accounts import AccountStore
@@ -93,10 +109,13 @@ from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.engines import create_engine
 from homeserver.storage.events import EventStore
+from homeserver.storage.federation_inbox import FederationInboxStore
+from homeserver.storage.federation_outbox import FederationOutboxStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.media import MediaStore
 from homeserver.storage.media_files import MediaFiles
 from homeserver.storage.migrations import migrate
+from homeserver.storage.presence import PresenceStore
 from homeserver.storage.profiles import ProfileStore
 from homeserver.storage.purge import PurgeStore
 from homeserver.storage.push import PushStore
@@ -104,6 +123,7 @@ from homeserver.storage.push_rules import PushRuleStore
 from homeserver.storage.pushers import PusherStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.rooms import RoomStore
+from homeserver.storage.server_keys import ServerKeyStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.statistics import StatisticsStore
 from homeserver.storage.sync import SyncStore
@@ -154,9 +174,11 @@ class HomeServer:
             config.server_name, MediaStore(self.db), MediaFiles(config.media.media_store_path), config.media, reactor
         )
         self._build_rooms()
+        self._build_federation()
         self._build_e2e()
         self._build_ephemeral()
         self._build_sync()
+        self._build_federation_inbound()
         self._build_pushers()
         self._build_admin()
         self.admission: AdmissionController | None = None
@@ -183,6 +205,104 @@ class HomeServer:
             UserDirectoryStore(self.db, self.config.server_name), self.config.user_directory.search_all_users
         )
 
+    def _build_federation(self) -> None:
+        """Server keys, the federation client, and other servers' profiles and aliases for the client API.
+        Without a reactor (the admin CLI) there is no federation."""
+        self.key_ring: KeyRing | None = None
+        self.federation_sender: FederationSender | None = None
+        self.federation_client: FederationClient | None = None
+        if self.reactor is None:
+            return
+        config = self.config
+        self.federation_client = client = FederationClient(
+            self.reactor,
+            config.server_name,
+            self.signing_key,
+            AddressFilter(config.ip_range_blacklist, config.ip_range_whitelist),
+            verify_certificates=config.federation_verify_certificates,
+        )
+        key_config = KeyConfig(
+            config.server_name,
+            self.signing_key,
+            config.old_signing_keys,
+            config.key_refresh_interval,
+            config.trusted_key_servers,
+        )
+        self.key_ring = KeyRing(
+            key_config,
+            ServerKeyStore(self.db),
+            client,
+            lambda: int(self.reactor.seconds() * 1000),
+            self.reactor.seconds,
+        )
+        self.profiles.remote = self.directory.remote = RemoteQueries(client, self.reactor.seconds)
+        retry = RetryPolicy(config.federation.min_retry_interval, config.federation.max_retry_interval)
+        self.federation_sender = FederationSender(
+            self.reactor,
+            config.server_name,
+            FederationOutboxStore(self.db),
+            self.events,
+            self.state,
+            self.rooms,
+            ClientTransport(client, config.server_name),
+            retry,
+        )
+        self.room_sender.federation = self.federation_sender.events_persisted
+
+    def federation_endpoints(self) -> list[Endpoint]:
+        assert self.key_ring is not None
+        return [
+            federation_discovery.Version(),
+            *federation_keys.endpoints(self.key_ring),
+            *federation_query.endpoints(self.profiles, self.directory, self.config.server_name),
+            *federation_membership.endpoints(self.remote_membership),
+            *federation_events.endpoints(
+                self.federation_transactions, self.federation_history, self.config.server_name
+            ),
+        ]
+
+    def _build_federation_inbound(self) -> None:
+        """Events and EDUs other servers send, and the history they read. Needs the ephemeral handlers and
+        the notifier; without a reactor (the admin CLI) there is no federation."""
+        self.federation_history = FederationHistory(self.events, self.state, self.rooms)
+        self.event_intake: EventIntake | None = None
+        if self.key_ring is None:
+            return
+        self.event_intake = EventIntake(
+            self.config.server_name,
+            self.key_ring,
+            self.federation_client,
+            self.room_sender,
+            self.events,
+            self.state,
+            self.rooms,
+        )
+        self.federation_transactions = TransactionHandler(
+            self.config.server_name,
+            self.event_intake,
+            FederationInboxStore(self.db),
+            self.rooms,
+            self.typing,
+            self.receipts,
+            ToDeviceStore(self.db),
+            self.device_lists,
+        )
+        self.federation_transactions.notify_users = self.notifier.notify_users
+        self.room_reads.backfill = self.event_intake.backfill
+        self.remote_membership = RemoteMembership(
+            self.config.server_name,
+            self.signing_key,
+            self.room_sender,
+            self.events,
+            self.state,
+            self.rooms,
+            self.federation_client,
+            self.event_intake.check_pdu,
+        )
+        self.remote_membership.restricted_join_authoriser = self.membership.restricted_join_authoriser
+        self.membership.remote = self.remote_membership
+        self.membership.remote_alias = self.directory.resolve_alias
+
     def _build_ephemeral(self) -> None:
         """Typing, receipts and account data. Their handlers wake syncs through a `notifier`
         attribute, None until the notifier is wired."""
@@ -194,6 +314,19 @@ class HomeServer:
             HistoryVisibility(self.events, self.state, self.rooms),
         )
         self.typing = TypingHandler(self.reactor, self.rooms)
+        if self.federation_sender is not None:
+            self.typing.federation = self.federation_sender.typing_changed
+        pc = self.config.presence
+        self.presence = PresenceHandler(
+            self.reactor,
+            PresenceStore(self.db),
+            self.rooms,
+            self.accounts,
+            Timeouts(int(pc.idle_timeout * 1000), int(pc.sync_timeout * 1000)),
+            pc.enabled and self.reactor is not None,  # its timers need a reactor: none in the admin CLI
+        )
+        if self.presence.enabled:  # disabled: neither syncs nor sends reach it
+            self.messages.active = self.presence.user_active
 
     def _build_sync(self) -> None:
         # Everyone with a membership: invitees see their invite, leavers their leave.
@@ -220,8 +353,9 @@ class HomeServer:
             to_device=self.to_device,
             device_lists=self.device_lists,
             e2e_keys=self.e2e_keys,
+            presence=self.presence if self.presence.enabled else None,
         )
-        for handler in (self.receipts, self.typing, self.account_data, self.to_device, self.e2e_keys):
+        for handler in (self.receipts, self.typing, self.account_data, self.to_device, self.e2e_keys, self.presence):
             handler.notifier = self.notifier
         self.sync = SyncHandler(
             self.events,
@@ -242,6 +376,8 @@ class HomeServer:
             self.config.server_name, E2eKeyStore(self.db), self.device_lists, self.rooms, self.accounts, self.ui_auth
         )
         self.to_device = ToDeviceHandler(self.config.server_name, ToDeviceStore(self.db))
+        if self.federation_sender is not None:
+            self.to_device.federation = self.federation_sender.durable_edus_stored
         # Devices created or deleted change device lists; a deleted device's keys and inbox go with it.
         self.login.e2e = self.devices.e2e = self.account.e2e = self.e2e_keys
 
@@ -301,6 +437,7 @@ class HomeServer:
             *user_directory.endpoints(self.user_directory),
             *sync.endpoints(self.sync, self.filters),
             *typing.endpoints(self.typing),
+            *presence.endpoints(self.presence),
             *receipts.endpoints(self.receipts),
             *notifications.endpoints(self.notifications),
             *account_data.endpoints(self.account_data),
@@ -336,13 +473,23 @@ class HomeServer:
         }
         return not db_saturated, components
 
-    async def start(self) -> None:
+    async def start(self, take_over: bool = False, passed_fds: list[int] | None = None) -> None:
+        """Migrate, start the background work, then serve: on the sockets systemd passed (`passed_fds`), else on
+        those of the server running with this config (which then drains), else on newly bound ones
+        (http/sockets.py). `take_over`: refuse to start unless a running server hands its sockets over."""
         applied = await self.prepare_database()
         if applied:
             logger.info("applied database migrations %s", applied)
         self.media.prepare()
+        if self.presence.enabled:
+            await self.presence.start()  # stored presence, before the first sync
         self.push_pruner.start(self.reactor)  # stops itself on reactor shutdown
         await self.pusher_pool.start()  # sends what arrived while the server was down; stops on shutdown
+        if self.federation_sender is not None:
+            sender = self.federation_sender
+            await sender.start()  # catches up every destination from its stored position
+            # The transaction in flight may finish, within the drain watchdog's grace (drain.SHUTDOWN_GRACE_S).
+            self.reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(sender.stop(1.5)))
         admission_config = self.config.admission_control
         budget = compute_budget(admission_config.fd_reserve, database_fds(self.config.database))
         limits = derive_limits(admission_config, budget)
@@ -361,12 +508,20 @@ class HomeServer:
         health_endpoint = health.Health(self.health_status)
         self.metrics = metrics = ServerMetrics(server_collectors(self, budget.limit))
         metrics_endpoint = MetricsEndpoint(metrics)
+        federation_endpoints = self.federation_endpoints()
+        server_well_known = federation_discovery.ServerWellKnown(self.config.server_name)
+        serve_well_known = self.config.serve_server_wellknown
+        wanted = [(address, listener.port) for listener in self.config.listeners for address in listener.bind_addresses]
+        control = control_path(self.config.handover_socket_path, self.config.signing_key_path)
+        inherited, predecessor = inherit_sockets(wanted, control, passed_fds or [], required=take_over)
         for listener in self.config.listeners:
             names = {name for res in listener.resources for name in res.names}
             router = Router()
             for endpoint in [
                 health_endpoint,
                 *(client_endpoints if "client" in names else []),
+                *(federation_endpoints if "federation" in names else []),
+                *([server_well_known] if serve_well_known and names & {"client", "federation"} else []),
                 *([metrics_endpoint] if "metrics" in names else []),
             ]:
                 router.add(endpoint)
@@ -383,14 +538,25 @@ class HomeServer:
                 x_forwarded=listener.x_forwarded,
                 busy_errors=(DatabaseBusy,),
                 observe=metrics.observe_request,
+                authenticate_server=self.key_ring.authenticate_request if "federation" in names else None,
             )
             factory: Any = site
             if listener.tls:
                 factory = TLSMemoryBIOFactory(self._tls_context(), False, site)
             for address in listener.bind_addresses:
-                port = listen(self.reactor, listener.port, factory, address, self.admission)
+                adopted = inherited.get((address, listener.port))
+                port = listen(self.reactor, listener.port, factory, address, self.admission, adopted=adopted)
                 self.ports.append(port)
-                logger.info("listening on %s:%d (%s)", address, port.getHost().port, ", ".join(sorted(names)))
+                logger.info(
+                    "%s on %s:%d (%s)",
+                    "serving an inherited socket" if adopted else "listening",
+                    address,
+                    port.getHost().port,
+                    ", ".join(sorted(names)),
+                )
+        if predecessor is not None:
+            predecessor.release_predecessor()
+        serve_control(self.reactor, control, lambda: self.ports)
 
     def _tls_context(self) -> Any:
         try:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from homeserver.config.options import HomeserverConfig
-from homeserver.config.types import ByteSize, ConfigError, ConfigValueError
+from homeserver.config.types import ByteSize, ConfigError, ConfigValueError, Duration
 
 ENV_PREFIX = "HOMESERVER_"
 
@@ -119,9 +119,9 @@ def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
         return {str(k): _convert(item, v, f"{key}.{k}", source) for k, v in value.items()}
     if hint is Any:
         return value
-    if hint is ByteSize:
+    if hint in (ByteSize, Duration):
         try:
-            return ByteSize.parse(value)
+            return hint.parse(value)
         except ValueError as e:
             raise ConfigError(source, key, f"{e}, got {_describe(value)}") from None
     if hint is bool:

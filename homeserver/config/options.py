@@ -9,8 +9,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from homeserver.config.types import ByteSize, ConfigValueError
+from homeserver.config.types import ByteSize, ConfigValueError, Duration
 from homeserver.core.ids import is_valid_server_name
+from homeserver.core.json_signing import verify_key_from_base64
 
 
 def opt(default: Any, doc: str, **bounds: Any) -> Any:
@@ -257,6 +258,72 @@ class UserDirectoryConfig:
 
 
 @dataclass(frozen=True)
+class TrustedKeyServerConfig:
+    """A notary we ask for other servers' keys (Synapse's trusted_key_servers entry)."""
+
+    server_name: str = opt("", "the notary's server name")
+    verify_keys: dict[str, str] = opt(
+        {}, "its signing keys (key id -> unpadded base64); empty: fetch them from the notary itself over TLS"
+    )
+
+    def validate(self) -> None:
+        if not is_valid_server_name(self.server_name):
+            raise ConfigValueError("server_name", f"{self.server_name!r} is not a valid server name")
+        for key_id, key in self.verify_keys.items():
+            _check_verify_key(f"verify_keys.{key_id}", key_id, key)
+
+
+@dataclass(frozen=True)
+class OldSigningKeyConfig:
+    """A signing key this server used before, still published so that what it signed can be checked."""
+
+    key: str = opt("", "the public key, unpadded base64")
+    expired_ts: int = opt(0, "when the key stopped being used, in milliseconds since the epoch", min=0)
+
+
+def _check_verify_key(where: str, key_id: str, key: str) -> None:
+    if not key_id.startswith("ed25519:") or len(key_id) == len("ed25519:"):
+        raise ConfigValueError(where, "key ids look like ed25519:VERSION")
+    try:
+        verify_key_from_base64(key_id, key)
+    except Exception:  # signedjson raises assorted errors for bad base64 or length
+        raise ConfigValueError(where, "not an unpadded-base64 ed25519 public key") from None
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    """Presence: online, unavailable or offline, and status messages, shown to users sharing a room."""
+
+    enabled: bool = opt(
+        True,
+        "false means no presence traffic at all: nothing stored, nothing in sync, no timers (the switch against "
+        "presence storms); PUT presence then succeeds and changes nothing, GET answers offline",
+    )
+    idle_timeout: float = opt(
+        300.0, "seconds without activity (a message sent) before online becomes unavailable", min=0.1
+    )
+    sync_timeout: float = opt(
+        30.0, "seconds after a user's last sync ends (with none open) before they become offline", min=0.1
+    )
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Sending transactions to other servers (docs/federation-sending.md)."""
+
+    min_retry_interval: Duration = opt(
+        Duration(5_000), "wait before retrying a server whose transaction failed; doubles on each failure", min=100
+    )
+    max_retry_interval: Duration = opt(
+        Duration(3_600_000), "longest wait between retries to a server that stays down", min=1_000
+    )
+
+    def validate(self) -> None:
+        if self.min_retry_interval > self.max_retry_interval:
+            raise ConfigValueError("min_retry_interval", "must not be above max_retry_interval")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("INFO", "root log level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     format: str = opt("plain", "plain text or one JSON object per line", choices=("plain", "json"))
@@ -276,6 +343,11 @@ class HomeserverConfig:
     )
     signing_key_path: str = opt("data/signing.key", "ed25519 signing key; generated on first start if missing")
     listeners: list[ListenerConfig] = opt([ListenerConfig()], "where the server listens")
+    handover_socket_path: str = opt(
+        "",
+        "UNIX socket through which a new `homeserver run` takes over the listening sockets of the running "
+        "server (docs/restarts.md); empty: homeserver.control in the signing key's folder",
+    )
     tls_certificate_path: str | None = opt(None, "PEM certificate chain for listeners with tls: true")
     tls_private_key_path: str | None = opt(None, "PEM private key for listeners with tls: true")
     database: DatabaseConfig = opt(DatabaseConfig(), "the database")
@@ -298,7 +370,27 @@ class HomeserverConfig:
     )
     ip_range_whitelist: list[str] = opt([], "exceptions to ip_range_blacklist, e.g. a push gateway on your network")
     media: MediaConfig = opt(MediaConfig(), "the media repository")
+    trusted_key_servers: list[TrustedKeyServerConfig] = opt(
+        [],
+        "notaries asked for other servers' signing keys before asking those servers themselves "
+        "(Synapse's default is matrix.org; empty: always ask the server itself)",
+    )
+    federation_verify_certificates: bool = opt(
+        True, "check other servers' TLS certificates; turn off only for test set-ups with self-signed certificates"
+    )
+    serve_server_wellknown: bool = opt(
+        False,
+        "serve /.well-known/matrix/server pointing other servers at SERVER_NAME:443 (for a reverse proxy on 443)",
+    )
+    old_signing_keys: dict[str, OldSigningKeyConfig] = opt(
+        {}, "signing keys used before, published as old_verify_keys (key id -> {key, expired_ts})"
+    )
+    key_refresh_interval: Duration = opt(
+        Duration(86_400_000), "how long other servers may cache our signing keys (valid_until_ts); 1d", min=60_000
+    )
     user_directory: UserDirectoryConfig = opt(UserDirectoryConfig(), "the user directory")
+    presence: PresenceConfig = opt(PresenceConfig(), "presence")
+    federation: FederationConfig = opt(FederationConfig(), "sending to other servers")
     logging: LoggingConfig = opt(LoggingConfig(), "logging")
 
     def validate(self) -> None:
@@ -314,6 +406,8 @@ class HomeserverConfig:
                     ipaddress.ip_network(cidr)
                 except ValueError as e:
                     raise ConfigValueError(f"{key}[{i}]", f"{cidr!r} is not an address range: {e}") from None
+        for key_id, old in self.old_signing_keys.items():
+            _check_verify_key(f"old_signing_keys.{key_id}", key_id, old.key)
         if any(listener.tls for listener in self.listeners):
             for key in ("tls_certificate_path", "tls_private_key_path"):
                 if not getattr(self, key):

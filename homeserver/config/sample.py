@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from homeserver.config.options import HomeserverConfig
-from homeserver.config.types import ByteSize
+from homeserver.config.types import ByteSize, Duration
 
 HEADER = """\
 # Homeserver configuration.
@@ -52,6 +52,6 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, ByteSize):
+    if isinstance(value, (ByteSize, Duration)):
         return str(value)
     return value

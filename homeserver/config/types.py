@@ -24,6 +24,28 @@ class ByteSize(int):
         return str(int(self))
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w|y)?\s*$")
+_DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 31_536_000_000}
+
+
+class Duration(int):
+    """A duration in milliseconds, written as Synapse writes one: a number of ms, or "30s", "1h", "1d"."""
+
+    @classmethod
+    def parse(cls, value: object) -> "Duration":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value)
+        if isinstance(value, str) and (m := _DURATION.match(value)):
+            return cls(int(m.group(1)) * _DURATION_MS[m.group(2) or "ms"])
+        raise ValueError("expected a duration such as 3600000 (ms), 30s, 1h or 1d")
+
+    def __str__(self) -> str:
+        for unit in ("y", "w", "d", "h", "m", "s"):
+            if self and self % _DURATION_MS[unit] == 0:
+                return f"{self // _DURATION_MS[unit]}{unit}"
+        return str(int(self))
+
+
 class ConfigValueError(Exception):
     """Raised by a section's validate(): `key` is relative to that section."""
 

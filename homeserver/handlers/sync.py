@@ -219,7 +219,13 @@ class SyncHandler:
                     rooms[membership][room_id] = {key: {"events": await self._stripped_state(room_id, user_id)}}
         await self._left_rooms(request, None, upto, {}, rooms)
         account_data = await self._global_account_data(request, None, upto)
-        presence = await self._presence(request, None, upto)
+        sharing = None
+        if s.presence is not None and _wants_presence(request.filter.presence):
+            # From the rooms' shared member sets: one read of a big room for a whole herd, not one per client.
+            sharing = set().union(
+                *[await self.shared.joined_users(r, snapshot.room_streams.get(r, 0)) for r in snapshot.rooms("join")]
+            )
+        presence = await self._presence(request, None, upto, sharing)
         await self.turns.take()
         now_ms = int(self._wall_clock() * 1000)
         counts = snapshot.unread_counts if s.push is not None else {}

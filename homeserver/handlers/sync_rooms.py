@@ -35,6 +35,7 @@ from homeserver.storage.state import StateStore
 
 STATE_FRAGMENT_CACHE_BYTES = 256 * 1024 * 1024
 SHARED_SECTION_CACHE_BYTES = 64 * 1024 * 1024
+JOINED_CACHE_BYTES = 16 * 1024 * 1024  # rooms' joined members, about 100 bytes a member
 MEMBER = "m.room.member"
 HERO_COUNT = 5
 SERIALIZE_CHUNK = 250  # state events serialized between two turns of the reactor
@@ -110,6 +111,7 @@ class SharedRooms:
         self._flights = SingleFlight(keep_s=0.0)
         self.state_fragments: SizedLru[tuple, Fragment] = SizedLru(STATE_FRAGMENT_CACHE_BYTES, lambda f: f.size)
         self.sections: SizedLru[tuple, Any] = SizedLru(SHARED_SECTION_CACHE_BYTES, _size_of)
+        self.joined: SizedLru[tuple, frozenset[str]] = SizedLru(JOINED_CACHE_BYTES, lambda users: 100 * len(users))
         self.state_computations = 0  # state fragments built (not served from cache): tests and metrics
         self.section_computations = 0  # timelines, summaries and receipts built: tests and metrics
 
@@ -126,6 +128,16 @@ class SharedRooms:
         value = await build()
         cache.put(key, value)
         return value
+
+    async def joined_users(self, room_id: str, stream: int) -> frozenset[str]:
+        """Who is joined to the room once its events up to `stream` are in. The room's current state moves
+        only with its events, so the position names the answer and no invalidation is needed; a herd's
+        initial syncs read a big room's members once (presence needs everyone sharing a room)."""
+
+        async def build() -> frozenset[str]:
+            return frozenset(await self._rooms.member_event_ids(room_id))
+
+        return await self._shared(self.joined, (room_id, stream), build)
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -42,7 +42,9 @@ from homeserver.api.federation import discovery as federation_discovery
 from homeserver.api.federation import events as federation_events
 from homeserver.api.federation import keys as federation_keys
 from homeserver.api.federation import membership as federation_membership
+from homeserver.api.federation import public_rooms as federation_public_rooms
 from homeserver.api.federation import query as federation_query
+from homeserver.api.federation import user_keys as federation_user_keys
 from homeserver.config.options import HomeserverConfig
 from homeserver.config.signing_key import load_signing_key
 from homeserver.config.types import ConfigError
@@ -57,6 +59,7 @@ from homeserver.handlers.batches import Batches, BatchPace, blocking_sleep, reac
 from homeserver.handlers.devices import DeviceHandler
 from homeserver.handlers.directory import DirectoryHandler
 from homeserver.handlers.e2e_keys import E2eKeysHandler
+from homeserver.handlers.federation.e2e import FederatedE2e
 from homeserver.handlers.federation.event_intake import EventIntake
 from homeserver.handlers.federation.history import FederationHistory
 from homeserver.handlers.federation.keys import KeyConfig, KeyRing
@@ -236,6 +239,7 @@ class HomeServer:
             self.reactor.seconds,
         )
         self.profiles.remote = self.directory.remote = RemoteQueries(client, self.reactor.seconds)
+        self.directory.federation = client
         retry = RetryPolicy(config.federation.min_retry_interval, config.federation.max_retry_interval)
         self.federation_sender = FederationSender(
             self.reactor,
@@ -255,7 +259,9 @@ class HomeServer:
             federation_discovery.Version(),
             *federation_keys.endpoints(self.key_ring),
             *federation_query.endpoints(self.profiles, self.directory, self.config.server_name),
+            *federation_public_rooms.endpoints(self.directory),
             *federation_membership.endpoints(self.remote_membership),
+            *federation_user_keys.endpoints(self.e2e_keys),
             *federation_events.endpoints(
                 self.federation_transactions, self.federation_history, self.config.server_name
             ),
@@ -288,6 +294,9 @@ class HomeServer:
             self.device_lists,
         )
         self.federation_transactions.notify_users = self.notifier.notify_users
+        self.federation_transactions.remote_keys_changed = self.e2e_keys.federation.remote_keys_changed
+        if self.presence.enabled:  # disabled: other servers' presence is ignored
+            self.federation_transactions.presence = self.presence
         self.room_reads.backfill = self.event_intake.backfill
         self.remote_membership = RemoteMembership(
             self.config.server_name,
@@ -300,6 +309,8 @@ class HomeServer:
             self.event_intake.check_pdu,
         )
         self.remote_membership.restricted_join_authoriser = self.membership.restricted_join_authoriser
+        if self.federation_sender is not None:
+            self.remote_membership.relay = self.federation_sender.relay_persisted
         self.membership.remote = self.remote_membership
         self.membership.remote_alias = self.directory.resolve_alias
 
@@ -316,6 +327,7 @@ class HomeServer:
         self.typing = TypingHandler(self.reactor, self.rooms)
         if self.federation_sender is not None:
             self.typing.federation = self.federation_sender.typing_changed
+            self.receipts.federation = self.federation_sender.send_room_edu
         pc = self.config.presence
         self.presence = PresenceHandler(
             self.reactor,
@@ -324,9 +336,13 @@ class HomeServer:
             self.accounts,
             Timeouts(int(pc.idle_timeout * 1000), int(pc.sync_timeout * 1000)),
             pc.enabled and self.reactor is not None,  # its timers need a reactor: none in the admin CLI
+            server_name=self.config.server_name,
         )
         if self.presence.enabled:  # disabled: neither syncs nor sends reach it
             self.messages.active = self.presence.user_active
+            if self.federation_sender is not None:
+                self.presence.federation = self.federation_sender.send_edu
+                self.federation_sender.joined = self.presence.members_joined
 
     def _build_sync(self) -> None:
         # Everyone with a membership: invitees see their invite, leavers their leave.
@@ -372,9 +388,14 @@ class HomeServer:
     def _build_e2e(self) -> None:
         """Device lists, E2EE keys and to-device messages. Their `notifier` attributes wake syncs once set."""
         self.device_lists = DeviceListStore(self.db)
+        e2e_store = E2eKeyStore(self.db)
         self.e2e_keys = E2eKeysHandler(
-            self.config.server_name, E2eKeyStore(self.db), self.device_lists, self.rooms, self.accounts, self.ui_auth
+            self.config.server_name, e2e_store, self.device_lists, self.rooms, self.accounts, self.ui_auth
         )
+        if self.federation_client is not None:
+            self.e2e_keys.federation = FederatedE2e(
+                self.config.server_name, self.federation_client, self.rooms, e2e_store, self.federation_sender
+            )
         self.to_device = ToDeviceHandler(self.config.server_name, ToDeviceStore(self.db))
         if self.federation_sender is not None:
             self.to_device.federation = self.federation_sender.durable_edus_stored

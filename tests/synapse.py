@@ -168,6 +168,11 @@ class SynapseProcess:
                 "max_long_retry_delay": 2000,
             },
             "allow_public_rooms_over_federation": True,
+            # Synapse answers a repeated identical /sync from a cache for 2 minutes by default, so a test
+            # polling sync would keep seeing the first answer.
+            "caches": {"sync_response_cache_duration": 0},
+            # Synapse's default lets no one (admins included) publish a room to its directory.
+            "room_list_publication_rules": [{"action": "allow"}],
             **_RATE_LIMITS,
         }
 

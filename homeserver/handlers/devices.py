@@ -12,7 +12,7 @@ class DeviceHandler:
     def __init__(self, accounts: AccountStore, ui_auth: UiAuth) -> None:
         self._accounts = accounts
         self._ui_auth = ui_auth
-        self.e2e: Any = None  # set by the app: E2eKeysHandler, told of deleted devices
+        self.e2e: Any = None  # set by the app: E2eKeysHandler, told of renamed and deleted devices
 
     async def list_devices(self, requester: Requester) -> list[DeviceRecord]:
         return await self._accounts.list_devices(requester.user_id)
@@ -26,6 +26,8 @@ class DeviceHandler:
     async def rename(self, requester: Requester, device_id: str, display_name: str) -> None:
         if not await self._accounts.rename_device(requester.user_id, device_id, display_name):
             raise MatrixError(404, "M_NOT_FOUND", "Device not found")
+        if self.e2e is not None:
+            await self.e2e.device_renamed(requester.user_id, device_id)
 
     async def delete(self, requester: Requester, device_ids: list[str], auth: Any) -> None:
         await self._ui_auth.require_password(requester.user_id, auth)

@@ -4,6 +4,9 @@ Aliases are created on this server only; one of another server is resolved by as
 (GET /_matrix/federation/v1/query/directory). Who may change a
 room's aliases and its directory entry follows Synapse: the alias's creator, a server admin, or a
 member with the power to send m.room.canonical_alias.
+
+The directory is served to other servers too (/_matrix/federation/v1/publicRooms), and a client's
+/publicRooms?server=OTHER is answered by asking that server; its errors are mapped as for aliases.
 """
 
 import logging
@@ -18,8 +21,9 @@ from homeserver.core.frozen_json import thaw
 from homeserver.core.ids import is_valid_server_name
 from homeserver.core.requester import Requester
 from homeserver.core.state_content import content_string, plain_topic
-from homeserver.handlers.federation.queries import RemoteQueries
+from homeserver.handlers.federation.queries import QUERY_TIMEOUT_S, RemoteQueries
 from homeserver.handlers.room_events import RoomEventSender
+from homeserver.http.federation_client import FederationClient, HttpResponseError, RequestSendFailed
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import AliasExists, RoomStore
 
@@ -41,6 +45,7 @@ _SUMMARY_TYPES = (
 # Synapse lists a published room only if people can get in or read it without an invite.
 _LISTED_JOIN_RULES = ("public", "knock", "knock_restricted")
 MAX_PUBLIC_ROOMS_LIMIT = 500
+FEDERATION_PUBLIC_ROOMS = "/_matrix/federation/v1/publicRooms"
 
 
 def parse_alias(alias: str) -> tuple[str, str]:
@@ -90,6 +95,7 @@ class DirectoryHandler:
         self._rooms = rooms
         self._events = events
         self.remote: RemoteQueries | None = None  # set by the app: other servers' aliases over federation
+        self.federation: FederationClient | None = None  # set by the app: other servers' directories
 
     # -- aliases ------------------------------------------------------------------------------
 
@@ -191,7 +197,7 @@ class DirectoryHandler:
 
     async def public_rooms(self, query: PublicRoomsQuery, server: str | None = None) -> dict[str, Any]:
         if server is not None and server != self._server_name:
-            raise MatrixError(404, "M_UNRECOGNIZED", "Listing other servers' rooms needs federation, not built yet")
+            return await self._remote_public_rooms(server, query)
         if query.third_party_instance_id is not None:
             return {"chunk": [], "total_room_count_estimate": 0}  # no application services, so no networks
         entries = sorted(await self._listed_rooms(query), key=_sort_key)
@@ -214,6 +220,43 @@ class DirectoryHandler:
             answer["next_batch"] = _token(True, keys[end - 1])
         if page and start > 0:
             answer["prev_batch"] = _token(False, keys[start])
+        return answer
+
+    async def _remote_public_rooms(self, server: str, query: PublicRoomsQuery) -> dict[str, Any]:
+        """Another server's directory, as it answers: GET without a filter, POST with one (as Synapse asks)."""
+        if not is_valid_server_name(server):
+            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid server name {server!r}")
+        if self.federation is None:
+            raise MatrixError(404, "M_NOT_FOUND", "This server does not federate")
+        try:
+            if query.search_term is None and query.room_types is None:
+                args = {"since": query.since, "third_party_instance_id": query.third_party_instance_id}
+                args = {k: v for k, v in args.items() if v is not None}
+                if query.limit:
+                    args["limit"] = str(query.limit)
+                answer = await self.federation.get_json(
+                    server, FEDERATION_PUBLIC_ROOMS, args, timeout_s=QUERY_TIMEOUT_S
+                )
+            else:
+                search: dict[str, Any] = {"generic_search_term": query.search_term or ""}
+                if query.room_types is not None:
+                    search["room_types"] = query.room_types
+                body = {"filter": search, "limit": query.limit, "since": query.since}
+                body["third_party_instance_id"] = query.third_party_instance_id
+                body = {k: v for k, v in body.items() if v is not None}
+                answer = await self.federation.post_json(
+                    server, FEDERATION_PUBLIC_ROOMS, body, timeout_s=QUERY_TIMEOUT_S
+                )
+        except HttpResponseError as e:
+            if e.code == 404:
+                raise MatrixError(404, "M_NOT_FOUND", f"{server} has no room directory to share") from None
+            if e.code == 403:
+                raise MatrixError(403, "M_FORBIDDEN", f"{server} refused to share its room directory") from None
+            raise MatrixError(502, "M_UNKNOWN", f"Failed to fetch the room list: {server} answered {e.code}") from None
+        except RequestSendFailed:
+            raise MatrixError(502, "M_UNKNOWN", f"Failed to fetch the room list from {server}") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} gave an invalid room list")
         return answer
 
     async def _listed_rooms(self, query: PublicRoomsQuery) -> list[dict[str, Any]]:

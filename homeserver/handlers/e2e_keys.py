@@ -1,8 +1,9 @@
 """End-to-end encryption keys: upload, query and claim; cross-signing keys and signatures; device lists.
 
-Only local users have keys here: federation is not built, so users of other servers are answered in
-`failures` (per server), never with an error. Whenever a user's device list changes, the user and
-everyone sharing a room with them are woken, so their syncs report it in `device_lists.changed`.
+Users of other servers are asked for through `federation` (handlers/federation/e2e.py), which also
+tells other servers of our users' changes; without it they are answered in `failures` (per server),
+never with an error. Whenever a user's device list changes, the user and everyone sharing a room with
+them are woken, so their syncs report it in `device_lists.changed`.
 """
 
 from collections.abc import Iterable
@@ -33,6 +34,10 @@ def sync_token_positions(token: str) -> tuple[int, int]:
 
 def _remote_failure() -> dict[str, Any]:
     return {"status": 503, "message": "Federation is not available on this server: remote keys cannot be fetched"}
+
+
+def _timeout_s(timeout_ms: int | None) -> float | None:
+    return max(timeout_ms, 0) / 1000 if timeout_ms is not None else None
 
 
 def _failure(error: MatrixError) -> dict[str, str]:
@@ -69,6 +74,7 @@ class E2eKeysHandler:
         self._accounts = accounts
         self._ui_auth = ui_auth
         self.notifier = notifier
+        self.federation: Any = None  # set by the app: FederatedE2e, for other servers' users and ours' changes
 
     def _is_local(self, user_id: str) -> bool:
         return parse_user_id(user_id)[1] == self._server_name
@@ -93,6 +99,7 @@ class E2eKeysHandler:
             ) from None
         if changed:
             await self._notify_device_list_change([requester.user_id])
+            self._federate_devices(requester.user_id, [requester.device_id])
         return counts
 
     async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
@@ -104,28 +111,87 @@ class E2eKeysHandler:
 
     # -- other users' keys -----------------------------------------------------------------------
 
-    async def query_keys(self, requester: Requester, wanted: dict[str, list[str]]) -> dict[str, Any]:
+    async def query_keys(
+        self, requester: Requester, wanted: dict[str, list[str]], timeout_ms: int | None = None
+    ) -> dict[str, Any]:
         local = {user_id: devices for user_id, devices in wanted.items() if self._is_local(user_id)}
-        failures = {parse_user_id(u)[1]: _remote_failure() for u in wanted if u not in local}
+        remote = {user_id: devices for user_id, devices in wanted.items() if user_id not in local}
         found = await self._store.query(local, requester.user_id)
-        return {
+        answer = {
             "device_keys": found.device_keys,
             "master_keys": found.master_keys,
             "self_signing_keys": found.self_signing_keys,
             "user_signing_keys": found.user_signing_keys,
-            "failures": failures,
+            "failures": {},
         }
+        if remote and self.federation is None:
+            answer["failures"] = {parse_user_id(u)[1]: _remote_failure() for u in remote}
+        elif remote:
+            theirs = await self.federation.query(remote, _timeout_s(timeout_ms))
+            answer["device_keys"].update(theirs.device_keys)
+            answer["master_keys"].update(theirs.master_keys)
+            answer["self_signing_keys"].update(theirs.self_signing_keys)
+            answer["failures"] = theirs.failures
+        return answer
 
-    async def claim_keys(self, wanted: dict[str, dict[str, str]]) -> dict[str, Any]:
+    async def claim_keys(self, wanted: dict[str, dict[str, str]], timeout_ms: int | None = None) -> dict[str, Any]:
         local = [
             (user_id, device_id, algorithm)
             for user_id, devices in wanted.items()
             if self._is_local(user_id)
             for device_id, algorithm in devices.items()
         ]
-        failures = {parse_user_id(u)[1]: _remote_failure() for u in wanted if not self._is_local(u)}
+        remote = {user_id: devices for user_id, devices in wanted.items() if not self._is_local(user_id)}
         claimed = await self._store.claim(local) if local else {}
+        failures: dict[str, Any] = {}
+        if remote and self.federation is None:
+            failures = {parse_user_id(u)[1]: _remote_failure() for u in remote}
+        elif remote:
+            theirs, failures = await self.federation.claim(remote, _timeout_s(timeout_ms))
+            claimed.update(theirs)
         return {"one_time_keys": claimed, "failures": failures}
+
+    # -- other servers asking about our users -----------------------------------------------------
+
+    async def federation_query_keys(self, wanted: dict[str, list[str]]) -> dict[str, Any]:
+        """POST /user/keys/query: our users' device, master and self-signing keys (users of other servers
+        are left out), with only the owners' own signatures."""
+        found = await self._store.query({u: d for u, d in wanted.items() if self._is_local(u)}, "")
+        return {
+            "device_keys": found.device_keys,
+            "master_keys": found.master_keys,
+            "self_signing_keys": found.self_signing_keys,
+        }
+
+    async def federation_claim_keys(self, wanted: dict[str, dict[str, str]]) -> dict[str, Any]:
+        """POST /user/keys/claim: one-time (else fallback) keys of our users' devices."""
+        local = [
+            (user_id, device_id, algorithm)
+            for user_id, devices in wanted.items()
+            if self._is_local(user_id)
+            for device_id, algorithm in devices.items()
+        ]
+        return {"one_time_keys": await self._store.claim(local) if local else {}}
+
+    async def user_devices(self, user_id: str) -> dict[str, Any]:
+        """GET /user/devices/{userId}: all devices of one of our users, at their device list position."""
+        if not self._is_local(user_id):
+            raise MatrixError(400, "M_INVALID_PARAM", "The user is not on this server")
+        position, devices = await self._store.device_list(user_id, None)
+        answer: dict[str, Any] = {"user_id": user_id, "stream_id": position, "devices": []}
+        for device in devices:
+            entry: dict[str, Any] = {"device_id": device.device_id}
+            if device.display_name is not None:
+                entry["device_display_name"] = device.display_name
+            if device.keys is not None:
+                entry["keys"] = device.keys
+            answer["devices"].append(entry)
+        cross_signing = await self._store.query({user_id: []}, "")
+        if user_id in cross_signing.master_keys:
+            answer["master_key"] = cross_signing.master_keys[user_id]
+        if user_id in cross_signing.self_signing_keys:
+            answer["self_signing_key"] = cross_signing.self_signing_keys[user_id]
+        return answer
 
     async def key_changes(self, requester: Requester, from_token: str, to_token: str) -> dict[str, list[str]]:
         from_events, from_lists = sync_token_positions(from_token)
@@ -189,6 +255,8 @@ class E2eKeysHandler:
             await self._ui_auth.require_password(user_id, auth)
         await self._store.set_cross_signing_keys(user_id, {t: (public_keys[t], keys[t]) for t in keys})
         await self._notify_device_list_change([user_id])
+        if self.federation is not None and keys.keys() & {"master", "self_signing"}:
+            self.federation.local_signing_keys_changed(user_id)
 
     @staticmethod
     def _check_cross_signing_key(user_id: str, key_type: str, key: dict) -> str:
@@ -235,6 +303,12 @@ class E2eKeysHandler:
         if accepted:
             await self._store.add_signatures(user_id, accepted)
             await self._notify_device_list_change({user_id} | {s.target_user_id for s in accepted})
+            # Other servers see only the user's own signatures: on their devices and master key.
+            own = {s.target_key_id for s in accepted if s.target_user_id == user_id}
+            master_public = _public_key(own_keys.get("master"))
+            self._federate_devices(user_id, sorted(own - {master_public}))
+            if self.federation is not None and master_public in own:
+                self.federation.local_signing_keys_changed(user_id)
         return failures
 
     def _check_signature(
@@ -319,11 +393,24 @@ class E2eKeysHandler:
         """A device was created (login, registration): the user's device list changed."""
         await self._device_lists.record_change(user_id)
         await self._notify_device_list_change([user_id])
+        self._federate_devices(user_id, [device_id])
+
+    async def device_renamed(self, user_id: str, device_id: str) -> None:
+        """Other users see device names in /keys/query: the user's device list changed."""
+        await self._device_lists.record_change(user_id)
+        await self._notify_device_list_change([user_id])
+        self._federate_devices(user_id, [device_id])
 
     async def devices_removed(self, user_id: str) -> None:
         """Some of the user's devices were deleted: their keys and to-device inboxes go too."""
-        if await self._store.forget_deleted_devices(user_id):
+        gone = await self._store.forget_deleted_devices(user_id)
+        if gone:
             await self._notify_device_list_change([user_id])
+            self._federate_devices(user_id, gone)
+
+    def _federate_devices(self, user_id: str, device_ids: list[str]) -> None:
+        if self.federation is not None and device_ids:
+            self.federation.local_devices_changed(user_id, device_ids)
 
     async def _notify_device_list_change(self, user_ids: Iterable[str]) -> None:
         """Wake the syncs of these users and of everyone who shares a room with them."""

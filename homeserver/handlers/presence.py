@@ -12,17 +12,26 @@ reactor make the timed changes, one per user at its next deadline:
 
 Every visible change takes the next position of the presence stream (a sync token field). Positions are
 kept with the rows, so after a restart the stream goes on from the largest one stored.
+
+Over federation (server-server API, "Presence"): our users' visible changes are gathered for a moment and
+sent as one m.presence EDU per server sharing a room with them. Other servers' m.presence EDUs update
+their users' state here, in memory only (their server sends the timed changes); such a change takes the
+next position like a local one. Only users sharing a room with one of ours are taken. A join that makes
+servers newly share a room sends them the presence of ours there. As in Synapse, a
+server sends its users who are not offline again every 25 minutes, and another server's user heard
+nothing of for 30 minutes goes offline here (their server may have gone down without saying so).
 """
 
 import dataclasses
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 
 from homeserver.core.errors import MatrixError
+from homeserver.core.event_signing import server_of
 from homeserver.core.requester import Requester
 from homeserver.handlers.notifier import Notifier
 from homeserver.storage.accounts import AccountStore
@@ -34,6 +43,10 @@ logger = logging.getLogger(__name__)
 ONLINE, UNAVAILABLE, OFFLINE = "online", "unavailable", "offline"
 STATES = (ONLINE, UNAVAILABLE, OFFLINE)
 ACTIVE_WINDOW_MS = 60_000
+FEDERATION_BATCH_S = 0.2  # changes gathered this long go to a server in one EDU
+STORE_BATCH_S = 0.2  # changes gathered this long are written in one transaction
+FEDERATION_PING_S = 25 * 60  # our users not offline are sent again this often
+FEDERATION_TIMEOUT_S = 30 * 60  # another server's user not heard of this long goes offline
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ class PresenceHandler:
         timeouts: Timeouts,
         enabled: bool = True,
         notifier: Notifier | None = None,
+        server_name: str = "",
     ) -> None:
         # Disabled, the handler only answers the endpoints; the app then wires it into neither sync nor
         # sends, and nothing is stored, timed or sent.
@@ -122,6 +136,13 @@ class PresenceHandler:
         self._rooms = rooms
         self._timeouts = timeouts
         self.notifier = notifier
+        self._server_name = server_name
+        # FederationSender.send_edu(destination, edu_type, content), set by the app when federating.
+        self.federation: Callable[[str, str, dict], None] | None = None
+        self._outgoing: set[str] = set()  # our users whose change is still to be sent to other servers
+        self._flush: Any = None  # the DelayedCall that sends them
+        self._unstored: dict[str, PresenceRow] = {}  # changes still to be written, the newest per user
+        self._store_call: Any = None  # the DelayedCall that writes them
         self._position = 0
         # Every user who had a presence since the server started (or stored one), in the order of their
         # last change: a sync walks the latest changes from the end. Bounded by the local users.
@@ -142,6 +163,8 @@ class PresenceHandler:
             self._users[row.user_id] = user
             self._position = max(self._position, row.stream_id)
             self._schedule(row.user_id, user)
+        if self.federation is not None:
+            self._reactor.callLater(FEDERATION_PING_S, self._ping)
 
     # -- what users do ---------------------------------------------------------------------------
 
@@ -200,7 +223,7 @@ class PresenceHandler:
         if not self.enabled:
             # Everyone is offline, as Synapse answers (200, so clients that poll show no error either).
             return Presence().content(0, 0)
-        if await self._accounts.get_user(user_id) is None:
+        if server_of(user_id) == self._server_name and await self._accounts.get_user(user_id) is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown user")
         if user_id != requester.user_id and not await self._store.share_a_room(requester.user_id, user_id):
             raise MatrixError(403, "M_FORBIDDEN", "You do not share a room with this user.")
@@ -278,26 +301,134 @@ class PresenceHandler:
         else:
             user.timer = self._reactor.callLater(delay, self._tick, user_id)
 
+    def _change(self, user_id: str, user: UserState, new: Presence) -> bool:
+        """Take `new` if others would see a difference: the next position, and the syncs of everyone
+        sharing a room with the user woken."""
+        if new == user.seen:
+            return False
+        user.seen = new
+        self._position += 1
+        user.position = self._position
+        self._users[user_id] = self._users.pop(user_id)  # to the end: the order of changes
+        self._wake(user_id)
+        return True
+
     def _apply(self, user_id: str, user: UserState, new: Presence) -> PresenceRow | None:
-        """Apply `new` if others would see a difference: the next position, the syncs of everyone sharing
-        a room with the user woken, and the row to store. The timer follows in any case."""
-        changed = new != user.seen
-        if changed:
-            user.seen = new
-            self._position += 1
-            user.position = self._position
-            self._users[user_id] = self._users.pop(user_id)  # to the end: the order of changes
-            self._wake(user_id)
+        """`_change` for one of our users, with the row to store and the change queued for other servers.
+        The timer follows in any case."""
+        changed = self._change(user_id, user, new)
         self._schedule(user_id, user)
         if not changed:
             return None
+        if self.federation is not None:
+            self._send_soon([user_id])
         return PresenceRow(user_id, new.state, new.status_msg, user.last_active_ts, new.currently_active, user.position)
 
+    # -- over federation ---------------------------------------------------------------------------
+
+    def _send_soon(self, user_ids: Iterable[str]) -> None:
+        self._outgoing.update(user_ids)
+        if self._outgoing and (self._flush is None or not self._flush.active()):
+            self._flush = self._reactor.callLater(FEDERATION_BATCH_S, lambda: self._track(self._send_out()))
+
+    def members_joined(self, room_id: str, user_ids: list[str]) -> None:
+        """Users joined a room: one of ours goes to every server sharing a room with them; another server's
+        user brings that server the presence of our users in the room (it may have known none of them)."""
+        if self.federation is None:
+            return
+        self._send_soon(u for u in user_ids if server_of(u) == self._server_name and u in self._users)
+        servers = {server_of(u) for u in user_ids} - {self._server_name, None}
+        if servers:
+            self._track(self._send_room_to(room_id, servers))
+
+    async def _send_room_to(self, room_id: str, servers: set[str | None]) -> None:
+        assert self.federation is not None
+        members = await self._rooms.member_event_ids(room_id)
+        items = self._push_items(u for u in members if server_of(u) == self._server_name)
+        items = [item for item in items if item["presence"] != OFFLINE]
+        for server in sorted(s for s in servers if s):
+            if items:
+                self.federation(server, "m.presence", {"push": items})
+
+    def _push_items(self, user_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The m.presence push items of these users (those with a presence)."""
+        now = self._now_ms()
+        items = []
+        for user_id in user_ids:
+            user = self._users.get(user_id)
+            if user is None:
+                continue
+            # The spec requires last_active_ago; a user never active is as long ago as can be.
+            item = {"user_id": user_id, "last_active_ago": max(0, now - user.last_active_ts)}
+            item.update(user.seen.content(user.last_active_ts, now))
+            item["currently_active"] = user.seen.currently_active
+            items.append(item)
+        return items
+
+    def _ping(self) -> None:
+        """Our users who are not offline, sent again: other servers time out those they hear nothing of."""
+        self._send_soon(
+            u for u, user in self._users.items() if server_of(u) == self._server_name and user.seen.state != OFFLINE
+        )
+        self._reactor.callLater(FEDERATION_PING_S, self._ping)
+
+    async def _send_out(self) -> None:
+        """One m.presence EDU per server sharing a room with the users changed since the last one."""
+        assert self.federation is not None
+        users, self._outgoing = self._outgoing, set()
+        pushes: dict[str, list[dict[str, Any]]] = {}
+        for item in self._push_items(sorted(users)):
+            servers = {server_of(u) for u in await self._rooms.users_sharing_rooms(item["user_id"])}
+            for server in servers - {self._server_name, None}:
+                pushes.setdefault(server, []).append(item)
+        for server, items in sorted(pushes.items()):
+            self.federation(server, "m.presence", {"push": items})
+
+    async def remote_update(self, origin: str, pushes: Iterable[Any]) -> None:
+        """An m.presence EDU from `origin`: its users' presence, each as that server says it is now. Items
+        that are malformed, of another server's users or of users sharing no room with ours are dropped."""
+        now = self._now_ms()
+        for item in pushes:
+            if not isinstance(item, Mapping):
+                continue
+            user_id, state = item.get("user_id"), item.get("presence")
+            if not isinstance(user_id, str) or server_of(user_id) != origin or state not in STATES:
+                continue
+            if user_id not in self._users and not await self._shares_with_ours(user_id):
+                continue
+            status_msg, ago = item.get("status_msg"), item.get("last_active_ago")
+            user = self._user(user_id)
+            if isinstance(ago, int) and not isinstance(ago, bool) and ago >= 0:
+                user.last_active_ts = now - ago
+            active = state == ONLINE and item.get("currently_active") is True
+            self._change(user_id, user, Presence(state, status_msg if isinstance(status_msg, str) else None, active))
+            self._remote_timeout(user_id, user)
+
+    def _remote_timeout(self, user_id: str, user: UserState) -> None:
+        """Another server's user goes offline here after FEDERATION_TIMEOUT_S without news of them."""
+        if user.timer is not None and user.timer.active():
+            user.timer.cancel()
+        user.timer = None
+        if user.seen.state != OFFLINE:
+            offline = dataclasses.replace(user.seen, state=OFFLINE, currently_active=False)
+            user.timer = self._reactor.callLater(FEDERATION_TIMEOUT_S, self._change, user_id, user, offline)
+
+    async def _shares_with_ours(self, user_id: str) -> bool:
+        return any(server_of(u) == self._server_name for u in await self._rooms.users_sharing_rooms(user_id))
+
     def _apply_later(self, user_id: str, user: UserState, new: Presence) -> None:
-        """`_apply`, with the row stored in the background."""
+        """`_apply`, with the row stored in the background: rows gathered for STORE_BATCH_S go in one
+        transaction (a herd of clients coming online is hundreds of changes within a second)."""
         row = self._apply(user_id, user, new)
-        if row is not None:
-            self._track(self._store.store(row))
+        if row is None:
+            return
+        self._unstored[user_id] = row  # a later change of the same user replaces an unwritten one
+        if self._store_call is None or not self._store_call.active():
+            self._store_call = self._reactor.callLater(STORE_BATCH_S, lambda: self._track(self._store_unstored()))
+
+    async def _store_unstored(self) -> None:
+        rows, self._unstored = list(self._unstored.values()), {}
+        await self._store.store_many(rows)
 
     def _wake(self, user_id: str) -> None:
         notifier = self.notifier

@@ -4,9 +4,12 @@ A receipt (`m.read`, `m.read.private`) is kept per (room, type, user, thread) an
 forward in the room's stream: one for an earlier event than the stored one is accepted and ignored.
 Private receipts are shown to their owner only. The fully read marker (`m.fully_read`) is room
 account data set through these APIs, and may move back (a user undoing "mark as read").
+A public receipt of one of our users that moves forward goes to the room's other servers as an m.receipt
+EDU (ephemeral: a receipt lost with a failed server is superseded by the next one).
 """
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.core.errors import MatrixError
@@ -38,6 +41,8 @@ class ReceiptHandler:
         self._visibility = visibility
         self.notifier = notifier
         self.push: PushStore | None = None  # unread counts, moved by m.read receipts (set by the app)
+        # FederationSender.send_room_edu(room_id, edu_type, content, key), set by the app when federating.
+        self.federation: Callable[[str, str, dict, Any], Awaitable[None]] | None = None
 
     # -- the client API -----------------------------------------------------------------------
 
@@ -56,8 +61,8 @@ class ReceiptHandler:
         row = await self._visible_event(requester.user_id, room_id, event_id)
         if receipt_type == FULLY_READ:
             await self._set_fully_read(requester.user_id, room_id, event_id)
-        else:
-            await self._put(requester.user_id, room_id, receipt_type, row, thread_id)
+        elif await self._put(requester.user_id, room_id, receipt_type, row, thread_id):
+            await self._federate(requester.user_id, room_id, receipt_type, row.event_id, thread_id)
 
     async def read_markers(self, requester: Requester, room_id: str, markers: dict[str, str]) -> None:
         """POST /read_markers: {m.fully_read, m.read, m.read.private: event id}, each optional. Every
@@ -69,8 +74,8 @@ class ReceiptHandler:
         for kind, row in rows.items():
             if kind == FULLY_READ:
                 await self._set_fully_read(requester.user_id, room_id, row.event_id)
-            else:
-                await self._put(requester.user_id, room_id, kind, row, None)
+            elif await self._put(requester.user_id, room_id, kind, row, None):
+                await self._federate(requester.user_id, room_id, kind, row.event_id, None)
 
     async def remote_receipt(self, user_id: str, room_id: str, event_id: str, thread_id: str | None) -> bool:
         """An m.read receipt another server sent for one of its users (the caller checked that the user
@@ -94,9 +99,22 @@ class ReceiptHandler:
             raise MatrixError(404, "M_NOT_FOUND", "Event not found.")
         return row
 
+    async def _federate(
+        self, user_id: str, room_id: str, receipt_type: str, event_id: str, thread_id: str | None
+    ) -> None:
+        """An m.receipt EDU (the spec's and Synapse's shape) to the room's other servers; private ones stay here."""
+        if self.federation is None or receipt_type != READ:
+            return
+        data: dict[str, Any] = {"ts": int(time.time() * 1000)}
+        if thread_id is not None:
+            data["thread_id"] = thread_id
+        content = {room_id: {READ: {user_id: {"event_ids": [event_id], "data": data}}}}
+        await self.federation(room_id, "m.receipt", content, (room_id, user_id, thread_id))
+
     async def _put(
         self, user_id: str, room_id: str, receipt_type: str, row: TimelineRow, thread_id: str | None
-    ) -> None:
+    ) -> bool:
+        """Store the receipt; True if it moved forward."""
         receipt = Receipt(
             room_id, receipt_type, user_id, thread_id, row.event_id, row.stream_ordering, int(time.time() * 1000)
         )
@@ -105,11 +123,12 @@ class ReceiptHandler:
             # The counts go to zero at once (or to what is after the receipt); nothing is deleted here.
             await self.push.mark_read(user_id, room_id, row.stream_ordering)
         if stored is None or self.notifier is None:
-            return
+            return stored is not None
         if receipt_type == READ_PRIVATE:
             self.notifier.notify_users([user_id])
         else:
             await self.notifier.notify_room(room_id)
+        return True
 
     async def _set_fully_read(self, user_id: str, room_id: str, event_id: str) -> None:
         current = await self._account_data.room_data(user_id, room_id, FULLY_READ)

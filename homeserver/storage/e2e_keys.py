@@ -52,6 +52,16 @@ class KeyQueryResult:
     user_signing_keys: dict[str, dict] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DeviceEntry:
+    """A device of a local user as other servers learn of it (GET /user/devices, m.device_list_update)."""
+
+    device_id: str
+    display_name: str | None
+    keys: dict | None  # with the user's own signatures merged in; None if it uploaded none
+    exists: bool  # False for a device that was deleted
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -308,6 +318,35 @@ class E2eKeyStore:
                 found[(target_user, target_key)].append((signer_user, signer_key, signature))
         return found
 
+    async def device_list(self, user_id: str, device_ids: list[str] | None) -> tuple[int, list[DeviceEntry]]:
+        """The user's last position on the device list stream (0 if none) and their devices: all that
+        exist, or the ones named (a deleted one as not existing), read in one transaction so the position
+        matches the devices."""
+        return await self._db.run("e2e.device_list", self._device_list_txn, user_id, device_ids, readonly=True)
+
+    def _device_list_txn(self, txn: Txn, user_id: str, device_ids: list[str] | None) -> tuple[int, list[DeviceEntry]]:
+        row = txn.execute("SELECT stream_id FROM device_list_changes WHERE user_id = ?", (user_id,)).fetchone()
+        signatures = self._visible_signatures_txn(txn, [user_id], "")  # the user's own signatures only
+        rows = txn.execute(
+            "SELECT d.device_id, d.display_name, k.key_json FROM devices d LEFT JOIN e2e_device_keys k"
+            " ON k.user_id = d.user_id AND k.device_id = d.device_id WHERE d.user_id = ? ORDER BY d.device_id",
+            (user_id,),
+        ).fetchall()
+        found = {
+            device_id: DeviceEntry(
+                device_id,
+                display_name,
+                _with_signatures(json.loads(key_json), signatures.get((user_id, device_id))) if key_json else None,
+                True,
+            )
+            for device_id, display_name, key_json in rows
+        }
+        if device_ids is None:
+            entries = list(found.values())
+        else:
+            entries = [found.get(d) or DeviceEntry(d, None, None, False) for d in device_ids]
+        return (int(row[0]) if row else 0), entries
+
     async def device_keys_of(self, user_id: str) -> dict[str, dict]:
         """device id -> the keys the device uploaded, for every device of the user that has keys."""
         rows = await self._db.run(
@@ -381,26 +420,28 @@ class E2eKeyStore:
 
     # -- deleted devices ------------------------------------------------------------------------
 
-    async def forget_deleted_devices(self, user_id: str) -> bool:
+    async def forget_deleted_devices(self, user_id: str) -> list[str]:
         """Remove the keys, signatures and to-device inboxes of the user's devices that no longer exist.
-        Returns whether any of them had keys (the device list changed, and the change is recorded)."""
+        Returns those of them that had keys (if any, the device list changed and the change is recorded)."""
         return await self._db.run("e2e.forget_deleted_devices", self._forget_txn, user_id)
 
-    def _forget_txn(self, txn: Txn, user_id: str) -> bool:
+    def _forget_txn(self, txn: Txn, user_id: str) -> list[str]:
         gone = "device_id NOT IN (SELECT device_id FROM devices WHERE user_id = ?)"
+        keyed = txn.execute(
+            f"SELECT device_id FROM e2e_device_keys WHERE user_id = ? AND {gone}", (user_id, user_id)
+        ).fetchall()
         txn.execute(
             "DELETE FROM e2e_cross_signing_signatures WHERE target_user_id = ? AND target_key_id IN"
             f" (SELECT device_id FROM e2e_device_keys WHERE user_id = ? AND {gone})",
             (user_id, user_id, user_id),
         )
         txn.execute(f"DELETE FROM e2e_device_keys WHERE user_id = ? AND {gone}", (user_id, user_id))
-        had_keys = txn.rowcount > 0
         for table in ("e2e_one_time_keys", "e2e_fallback_keys"):
             txn.execute(f"DELETE FROM {table} WHERE user_id = ? AND {gone}", (user_id, user_id))
         delete_inboxes_of_deleted_devices_txn(txn, user_id)
-        if had_keys:
+        if keyed:
             record_change_txn(txn, user_id)
-        return had_keys
+        return sorted(r[0] for r in keyed)
 
 
 def _with_signatures(key: dict, extra: list[tuple[str, str, str]] | None) -> dict:

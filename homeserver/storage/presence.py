@@ -35,20 +35,25 @@ class PresenceStore:
         return [PresenceRow(r[0], r[1], r[2], int(r[3]), bool(r[4]), int(r[5])) for r in rows]
 
     async def store(self, row: PresenceRow) -> None:
-        await self._db.run("presence.store", self._store_txn, row)
+        await self.store_many([row])
 
-    def _store_txn(self, txn: Txn, row: PresenceRow) -> None:
+    async def store_many(self, rows: list[PresenceRow]) -> None:
+        """Upsert the rows in one transaction."""
+        await self._db.run("presence.store", self._store_txn, rows)
+
+    def _store_txn(self, txn: Txn, rows: list[PresenceRow]) -> None:
         # Writes may finish out of order (each is its own transaction on the pool): a row only ever
         # moves forward on the stream, so an older change arriving late does not overwrite a newer one.
-        txn.execute(
-            "INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, stream_id)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,"
-            " last_active_ts = excluded.last_active_ts, currently_active = excluded.currently_active,"
-            " stream_id = excluded.stream_id"
-            " WHERE presence.stream_id < excluded.stream_id",
-            (row.user_id, row.state, row.status_msg, row.last_active_ts, int(row.currently_active), row.stream_id),
-        )
+        for row in rows:
+            txn.execute(
+                "INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, stream_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,"
+                " last_active_ts = excluded.last_active_ts, currently_active = excluded.currently_active,"
+                " stream_id = excluded.stream_id"
+                " WHERE presence.stream_id < excluded.stream_id",
+                (row.user_id, row.state, row.status_msg, row.last_active_ts, int(row.currently_active), row.stream_id),
+            )
 
     async def share_a_room(self, user_id: str, other_id: str) -> bool:
         """Whether both users are joined to at least one common room."""

@@ -180,10 +180,10 @@ def test_deleted_devices_lose_their_keys_and_inbox(
 ) -> None:
     resolve(keys.upload(ALICE, "D2", device_keys(ALICE, "D2"), otks("o1"), []))
     resolve(inbox.add_messages(BOB, "m.test", {ALICE: {"D2": {"n": 1}}}, TxnKey(BOB, "D1", "s", "t1")))
-    assert resolve(keys.forget_deleted_devices(ALICE)) is False  # nothing deleted yet
+    assert resolve(keys.forget_deleted_devices(ALICE)) == []  # nothing deleted yet
     resolve(accounts.delete_devices(ALICE, ["D2"]))
     before = resolve(lists.current_position())
-    assert resolve(keys.forget_deleted_devices(ALICE)) is True
+    assert resolve(keys.forget_deleted_devices(ALICE)) == ["D2"]
     assert resolve(lists.changed_users(before, resolve(lists.current_position()))) == {ALICE}
     assert resolve(keys.query({ALICE: []}, BOB)).device_keys == {ALICE: {}}
     assert resolve(keys.one_time_key_counts(ALICE, "D2")) == {OTK: 0}

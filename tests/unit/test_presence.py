@@ -1,5 +1,6 @@
 """The presence state machine on a fake clock: syncs, activity, idle and sync timeouts, what is stored
-(only visible changes), the stream positions sync reads, and taking up stored presence on start."""
+(only visible changes), the stream positions sync reads, taking up stored presence on start, and presence
+to and from other servers."""
 
 from typing import Any
 
@@ -10,7 +11,7 @@ from homeserver.core.errors import MatrixError
 from homeserver.core.requester import Requester
 from homeserver.core.sync_token import SyncToken
 from homeserver.handlers.notifier import Notifier
-from homeserver.handlers.presence import PresenceHandler, Timeouts
+from homeserver.handlers.presence import STORE_BATCH_S, PresenceHandler, Timeouts
 from homeserver.storage.presence import PresenceRow
 from tests.inline import resolve
 
@@ -18,6 +19,8 @@ ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
 CAROL = "@carol:example.org"
 PAIR = {ALICE, BOB}
+RITA = "@rita:remote.example"  # another server's user, in Alice and Bob's room
+ROOM = PAIR | {RITA}
 TIMEOUTS = Timeouts(idle_ms=300_000, sync_ms=30_000)
 
 
@@ -32,18 +35,24 @@ class Store:
         return list(self.rows.values())
 
     async def store(self, row: PresenceRow) -> None:
-        self.writes += 1
-        self.rows[row.user_id] = row
+        await self.store_many([row])
+
+    async def store_many(self, rows: list[PresenceRow]) -> None:
+        self.writes += len(rows)
+        self.rows.update((row.user_id, row) for row in rows)
 
     async def share_a_room(self, user_id: str, other_id: str) -> bool:
-        return {user_id, other_id} <= PAIR
+        return {user_id, other_id} <= ROOM
 
 
 class Rooms:
-    """Alice and Bob share a room; Carol shares none."""
+    """Alice, Bob and Rita share a room; Carol shares none."""
 
     async def users_sharing_rooms(self, user_id: str) -> set[str]:
-        return set(PAIR) if user_id in PAIR else set()
+        return set(ROOM) if user_id in ROOM else set()
+
+    async def member_event_ids(self, room_id: str) -> dict[str, str]:
+        return {user_id: f"$join-{user_id}" for user_id in ROOM}
 
 
 class Accounts:
@@ -76,7 +85,7 @@ def make_handler(clock: Clock, store: Store, enabled: bool = True) -> PresenceHa
     s: Any = store
     rooms: Any = Rooms()
     accounts: Any = Accounts()
-    return PresenceHandler(clock, s, rooms, accounts, TIMEOUTS, enabled)
+    return PresenceHandler(clock, s, rooms, accounts, TIMEOUTS, enabled, server_name="example.org")
 
 
 def state(handler: PresenceHandler, user_id: str = ALICE) -> dict[str, Any]:
@@ -96,6 +105,8 @@ def test_a_sync_brings_an_offline_user_online_and_its_end_starts_the_sync_timeou
     assert state(handler)["presence"] == "online"
     clock.advance(0.1)
     assert state(handler)["presence"] == "offline"
+    assert store.rows[ALICE].state == "online"  # written with the changes of the next STORE_BATCH_S
+    clock.advance(STORE_BATCH_S)
     assert store.rows[ALICE].state == "offline"
 
 
@@ -104,6 +115,7 @@ def test_syncs_write_nothing_while_nothing_visible_changes(
 ) -> None:
     handler.sync_started(ALICE, "online")
     handler.sync_ended(ALICE, "online")
+    clock.advance(STORE_BATCH_S)
     writes = store.writes
     for _ in range(100):
         clock.advance(1)
@@ -225,6 +237,7 @@ def test_start_takes_up_stored_presence_and_times_out_who_does_not_come_back(clo
     assert state(handler, BOB) == {"presence": "offline", "last_active_ago": 999_000, "status_msg": "gone fishing"}
     clock.advance(30)  # alice never synced again
     assert state(handler)["presence"] == "offline"
+    clock.advance(STORE_BATCH_S)
     assert store.rows[ALICE].state == "offline" and store.rows[ALICE].stream_id == 8
 
 
@@ -236,6 +249,7 @@ def test_a_user_back_within_the_sync_timeout_after_a_restart_stays_online(clock:
     clock.advance(5)
     handler.sync_started(ALICE, "online")
     clock.advance(100)
+    clock.advance(STORE_BATCH_S)
     assert state(handler)["presence"] == "online"
     assert store.writes == 1  # currently_active went false after its minute; nothing else
 
@@ -275,3 +289,91 @@ def test_sync_tokens_carry_presence_and_old_six_field_tokens_still_parse() -> No
     for bad in ("s1_2_3_4_5", "s1_2_3_4_5_6_7_8", "s1_2_3_4_5_6_x"):
         with pytest.raises(MatrixError):
             SyncToken.parse(bad)
+
+
+# -- over federation -----------------------------------------------------------------------------------
+
+
+def test_our_changes_go_to_servers_sharing_a_room_in_one_batch(handler: PresenceHandler, clock: Clock) -> None:
+    sent: list[tuple[str, str, dict]] = []
+    handler.federation = lambda destination, edu_type, content: sent.append((destination, edu_type, content))
+    resolve(handler.set_status(requester(ALICE), ALICE, "online", "hi"))
+    handler.sync_started(BOB, "online")
+    handler.sync_started(CAROL, "online")  # shares no room with another server's user
+    assert sent == []
+    clock.advance(0.2)
+    assert len(sent) == 1
+    destination, edu_type, content = sent[0]
+    assert (destination, edu_type) == ("remote.example", "m.presence")
+    assert content["push"] == [
+        {"user_id": ALICE, "last_active_ago": 200, "presence": "online", "status_msg": "hi", "currently_active": True},
+        {"user_id": BOB, "last_active_ago": 200, "presence": "online", "currently_active": True},
+    ]
+    handler.sync_started(ALICE, "online")  # nothing visible changed: nothing sent
+    clock.advance(1)
+    assert len(sent) == 1
+
+
+def test_our_users_not_offline_are_sent_again_every_25_minutes(clock: Clock, store: Store) -> None:
+    handler = make_handler(clock, store)
+    sent: list[str] = []
+    handler.federation = lambda destination, edu_type, content: sent.extend(p["presence"] for p in content["push"])
+    resolve(handler.start())
+    handler.sync_started(ALICE, "online")  # kept from going offline by an open sync
+    for _ in range(25):
+        clock.advance(60)
+    assert sent == ["online", "online", "unavailable"]  # then currently_active false, then idle
+    clock.advance(1)
+    assert sent == ["online", "online", "unavailable", "unavailable"]
+
+
+def test_a_join_brings_a_server_newly_in_the_room_our_members_presence(handler: PresenceHandler, clock: Clock) -> None:
+    resolve(handler.set_status(requester(ALICE), ALICE, "online", "here"))
+    resolve(handler.set_status(requester(BOB), BOB, "offline", None))
+    sent: list[tuple[str, str, dict]] = []
+    handler.federation = lambda destination, edu_type, content: sent.append((destination, edu_type, content))
+    handler.members_joined("!room:example.org", [RITA])
+    assert [(d, [p["user_id"] for p in c["push"]]) for d, _, c in sent] == [("remote.example", [ALICE])]
+    handler.members_joined("!room:example.org", [ALICE])  # one of ours: to every server sharing a room
+    clock.advance(0.2)
+    assert [(d, [p["user_id"] for p in c["push"]]) for d, _, c in sent[1:]] == [("remote.example", [ALICE])]
+
+
+def test_remote_presence_moves_the_stream_and_times_out_only_without_news(
+    handler: PresenceHandler, clock: Clock
+) -> None:
+    before = handler.presence_position()
+    push = {
+        "user_id": RITA,
+        "presence": "online",
+        "last_active_ago": 5000,
+        "currently_active": True,
+        "status_msg": "yo",
+    }
+    resolve(handler.remote_update("remote.example", [push]))
+    assert handler.presence_position() == before + 1
+    assert handler.changed_since(before, handler.presence_position()) == {RITA}
+    clock.advance(1500)  # no idle or sync timeout for another server's user: its server says
+    seen = resolve(handler.get_status(requester(ALICE), RITA))
+    assert (seen["presence"], seen["status_msg"], seen["last_active_ago"]) == ("online", "yo", 1_505_000)
+    resolve(handler.remote_update("remote.example", [push | {"last_active_ago": 10}]))  # its server's ping
+    assert handler.presence_position() == before + 1
+    clock.advance(1799)
+    assert resolve(handler.get_status(requester(ALICE), RITA))["presence"] == "online"
+    clock.advance(1)  # 30 minutes without news: offline here
+    assert resolve(handler.get_status(requester(ALICE), RITA))["presence"] == "offline"
+    assert handler.presence_position() == before + 2
+
+
+def test_remote_presence_of_strangers_or_other_servers_users_is_dropped(handler: PresenceHandler) -> None:
+    before = handler.presence_position()
+    pushes = [
+        {"user_id": RITA, "presence": "online"},  # not from Rita's server
+        {"user_id": "@zed:remote.example", "presence": "online"},  # shares no room with ours
+        {"user_id": RITA, "presence": "dancing"},
+        "not an object",
+    ]
+    resolve(handler.remote_update("elsewhere.example", pushes[:1]))
+    resolve(handler.remote_update("remote.example", pushes[1:]))
+    assert handler.presence_position() == before
+    assert handler.events({RITA, "@zed:remote.example"}, include_offline=True) == []

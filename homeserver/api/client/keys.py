@@ -48,6 +48,29 @@ def user_map(body: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def parse_query(body: dict[str, Any]) -> dict[str, list[str]]:
+    """The `device_keys` of a key query (client or federation): user id -> device ids, [] for all."""
+    wanted = user_map(body, "device_keys")
+    for user_id, device_ids in wanted.items():
+        if not isinstance(device_ids, list):
+            raise bad_json(f"device_keys.{user_id} must be a list of device ids")
+        for device in device_ids:
+            device_id(device, f"device_keys.{user_id}")
+    return wanted
+
+
+def parse_claim(body: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The `one_time_keys` of a key claim (client or federation): user id -> device id -> algorithm."""
+    wanted = user_map(body, "one_time_keys")
+    for user_id, devices in wanted.items():
+        if not isinstance(devices, dict):
+            raise bad_json(f"one_time_keys.{user_id} must map device ids to algorithms")
+        for device, algorithm in devices.items():
+            device_id(device, f"a device id of one_time_keys.{user_id}")
+            text(algorithm, f"one_time_keys.{user_id}.{device[:50]}")
+    return wanted
+
+
 def _is_string_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
@@ -139,14 +162,9 @@ class QueryKeys(_KeysEndpoint):
     async def handle(self, request: ApiRequest) -> tuple[int, dict]:
         requester = await request.require_user()
         body = request.json_object()
-        wanted = user_map(body, "device_keys")
-        for user_id, device_ids in wanted.items():
-            if not isinstance(device_ids, list):
-                raise bad_json(f"device_keys.{user_id} must be a list of device ids")
-            for device in device_ids:
-                device_id(device, f"device_keys.{user_id}")
-        optional_field(body, "timeout", int)  # only remote servers would be waited for
-        return 200, await self._keys.query_keys(requester, wanted)
+        wanted = parse_query(body)
+        timeout_ms = optional_field(body, "timeout", int)  # how long other servers are waited for
+        return 200, await self._keys.query_keys(requester, wanted, timeout_ms)
 
 
 class ClaimKeys(_KeysEndpoint):
@@ -155,15 +173,8 @@ class ClaimKeys(_KeysEndpoint):
     async def handle(self, request: ApiRequest) -> tuple[int, dict]:
         await request.require_user()
         body = request.json_object()
-        wanted = user_map(body, "one_time_keys")
-        for user_id, devices in wanted.items():
-            if not isinstance(devices, dict):
-                raise bad_json(f"one_time_keys.{user_id} must map device ids to algorithms")
-            for device, algorithm in devices.items():
-                device_id(device, f"a device id of one_time_keys.{user_id}")
-                text(algorithm, f"one_time_keys.{user_id}.{device[:50]}")
-        optional_field(body, "timeout", int)
-        return 200, await self._keys.claim_keys(wanted)
+        wanted = parse_claim(body)
+        return 200, await self._keys.claim_keys(wanted, optional_field(body, "timeout", int))
 
 
 class KeyChanges(_KeysEndpoint):

@@ -73,6 +73,9 @@ class RemoteMembership:
         # For a restricted room, the local member who vouches for a user's join (set by the app:
         # MembershipHandler.restricted_join_authoriser).
         self.restricted_join_authoriser: Callable[[str, str], Awaitable[str | None]] | None = None
+        # Sends a membership event we took in as the resident server on to the room's other servers
+        # (FederationSender.relay_persisted(origin, room_id, persisted); set by the app).
+        self.relay: Callable[[str, str, list[PersistedEvent]], None] | None = None
 
     # -- checking received events ----------------------------------------------------------------
 
@@ -150,6 +153,8 @@ class RemoteMembership:
             room_version, sign_event(room_version, event.get_pdu_json(), self.server_name, self._signing_key)
         )
         persisted, state_before = await self.persist_received(room_version, signed)
+        if self.relay is not None:
+            self.relay(origin, room_id, [persisted])
         return persisted.event, state_before
 
     async def persist_received(self, room_version: RoomVersion, event: Event) -> tuple[PersistedEvent, dict]:

@@ -9,6 +9,10 @@ everything in order is simpler to reason about and does not depend on the peer f
 
 An event concerns a destination when the event is ours and, in the state after it, one of the
 destination's users is joined, or the event changes the membership of one of its users (an invite, a kick).
+Another server's join, leave or knock that came to us through send_join/send_leave/send_knock is ours to
+send on too (the joining server knows no one else in the room yet), to every server but its origin; which
+events those are is held in memory, so one still unsent at a restart reaches the others only through their
+own /get_missing_events. Events that came through /send are never sent on: their origin sends them to all.
 
 At most one transaction is in flight per destination; work arriving meanwhile goes in the next one. A
 failed transaction (no answer, or not 200) backs the destination off: min_retry_interval, doubling to
@@ -22,7 +26,8 @@ a bounded number per destination, newest kept.
 
 import itertools
 import logging
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +45,7 @@ MAX_EDUS = 100
 SCAN_BATCH = 200  # event rows read at once while looking for a destination's next PDUs
 MAX_SCAN_ROWS = 2000  # rows looked at for one transaction; past that the position moves on and the next turn goes on
 MAX_EPHEMERAL_EDUS = 1000  # in-memory EDUs kept per destination (oldest dropped)
+MAX_RELAYED = 10_000  # remote membership events remembered as ours to send on (oldest forgotten)
 
 
 class Transport(Protocol):
@@ -112,6 +118,9 @@ class FederationSender:
         # Transaction ids are unique per destination across restarts: this process's start time, then a counter.
         self._txn_ids = (f"{int(reactor.seconds() * 1000)}.{n}" for n in itertools.count(1))
         self._edu_keys = itertools.count()
+        self._relayed: OrderedDict[str, str] = OrderedDict()  # event id -> the server it came from
+        # Told (room id, user ids) of every stored join, ours or not: presence for servers newly sharing a room.
+        self.joined: Callable[[str, list[str]], None] | None = None
         self._stopping = False
         self.sent = 0  # transactions accepted
         self.failed = 0  # transactions that failed
@@ -159,11 +168,28 @@ class FederationSender:
 
     def events_persisted(self, room_id: str, persisted: Sequence[PersistedEvent]) -> None:
         """Called once events are stored: wake the queues of the servers they concern. Never fails the caller."""
+        joins = [
+            p.event.state_key for p in persisted if p.event.type == "m.room.member" and p.event.membership == "join"
+        ]
+        if joins and self.joined is not None and not self._stopping:
+            self.joined(room_id, [user_id for user_id in joins if user_id])
         ours = [p for p in persisted if server_of(p.event.sender) == self.server_name]
         if not ours or self._stopping:
             return
         call = defer.ensureDeferred(self._route(room_id, ours))
         call.addErrback(lambda f: logger.error("federation: routing events of %s failed: %s", room_id, f.value))
+
+    def relay_persisted(self, origin: str, room_id: str, persisted: Sequence[PersistedEvent]) -> None:
+        """Another server's membership event, received by us as the room's resident server and stored: send
+        it on to the room's other servers (not back to `origin`)."""
+        if self._stopping:
+            return
+        for p in persisted:
+            self._relayed[p.event.event_id] = origin
+        while len(self._relayed) > MAX_RELAYED:
+            self._relayed.popitem(last=False)
+        call = defer.ensureDeferred(self._route(room_id, list(persisted)))
+        call.addErrback(lambda f: logger.error("federation: relaying events of %s failed: %s", room_id, f.value))
 
     async def _route(self, room_id: str, persisted: list[PersistedEvent]) -> None:
         destinations = await self.room_servers(room_id)
@@ -374,8 +400,12 @@ class FederationSender:
         joined_at: dict[int, bool] = {}  # state group -> whether one of its users is joined there
         out = set()
         for row in rows:
-            if server_of(row.sender) != self.server_name:
-                continue  # other servers send their own events
+            # Other servers send their own events; one we relay goes everywhere but where it came from.
+            if (
+                server_of(row.sender) != self.server_name
+                and self._relayed.get(row.event_id, destination) == destination
+            ):
+                continue
             if row.type == "m.room.member" and row.state_key and server_of(row.state_key) == destination:
                 out.add(row.event_id)
                 continue

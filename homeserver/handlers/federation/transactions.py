@@ -2,9 +2,9 @@
 
 PDUs go through EventIntake, grouped by their room's version; each gets its own result. EDUs are
 routed to the handlers that local users' own actions drive (typing, receipts, to-device, device
-lists; presence EDUs are not taken in yet). One that is malformed, names a user of another server, or
-a room the sender has no one joined to is dropped without failing the transaction. A retried
-transaction gets the first answer again.
+lists, presence; presence EDUs are ignored while presence is disabled). One that is malformed, names a
+user of another server, or a room the sender has no one joined to is dropped without failing the
+transaction. A retried transaction gets the first answer again.
 """
 
 import logging
@@ -50,6 +50,8 @@ class TransactionHandler:
         self._to_device = to_device
         self._device_lists = device_lists
         self.notify_users: Any = None  # wakes local users' syncs for to-device messages (set by the app)
+        self.remote_keys_changed: Any = None  # drops a remote user's cached keys (set by the app)
+        self.presence: Any = None  # PresenceHandler, set by the app only when presence is enabled
 
     async def on_send(self, origin: str, txn_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         pdus, edus = body.get("pdus", []), body.get("edus", [])
@@ -110,8 +112,11 @@ class TransactionHandler:
             await self._receipts_edu(origin, content)
         elif edu_type == "m.direct_to_device":
             await self._to_device_edu(origin, content)
-        elif edu_type == "m.device_list_update":
+        elif edu_type in ("m.device_list_update", "m.signing_key_update"):
             await self._device_list_edu(origin, content)
+        elif edu_type == "m.presence":
+            if self.presence is not None and isinstance(content.get("push"), list):
+                await self.presence.remote_update(origin, content["push"])
         else:
             logger.debug("ignoring EDU %s from %s", edu_type, origin)
 
@@ -131,10 +136,12 @@ class TransactionHandler:
 
     async def _device_list_edu(self, origin: str, content: Mapping[str, Any]) -> None:
         """A remote user's devices changed: our users who share a room with them see the user in
-        `device_lists.changed` and query the keys again (we keep no copy of remote devices)."""
+        `device_lists.changed` and query the keys again (a cached copy of their keys is dropped)."""
         user_id = content.get("user_id")
         if not isinstance(user_id, str) or server_of(user_id) != origin:
             return
+        if self.remote_keys_changed is not None:
+            self.remote_keys_changed(user_id)
         sharing = await self._rooms.users_sharing_rooms(user_id)
         if not sharing:
             return

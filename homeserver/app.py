@@ -41,6 +41,7 @@ from homeserver.api.client import (
 from homeserver.api.federation import discovery as federation_discovery
 from homeserver.api.federation import events as federation_events
 from homeserver.api.federation import keys as federation_keys
+from homeserver.api.federation import media as federation_media
 from homeserver.api.federation import membership as federation_membership
 from homeserver.api.federation import public_rooms as federation_public_rooms
 from homeserver.api.federation import query as federation_query
@@ -239,6 +240,7 @@ class HomeServer:
             self.reactor.seconds,
         )
         self.profiles.remote = self.directory.remote = RemoteQueries(client, self.reactor.seconds)
+        self.media.enable_federation(client)
         self.directory.federation = client
         retry = RetryPolicy(config.federation.min_retry_interval, config.federation.max_retry_interval)
         self.federation_sender = FederationSender(
@@ -262,6 +264,9 @@ class HomeServer:
             *federation_public_rooms.endpoints(self.directory),
             *federation_membership.endpoints(self.remote_membership),
             *federation_user_keys.endpoints(self.e2e_keys),
+            *federation_media.endpoints(
+                self.media, self.config.server_name, max(1, self.config.admission_control.fd_reserve // 4)
+            ),
             *federation_events.endpoints(
                 self.federation_transactions, self.federation_history, self.config.server_name
             ),
@@ -312,6 +317,7 @@ class HomeServer:
         if self.federation_sender is not None:
             self.remote_membership.relay = self.federation_sender.relay_persisted
         self.membership.remote = self.remote_membership
+        self.room_creation.invite_remote = self.membership.invite
         self.membership.remote_alias = self.directory.resolve_alias
 
     def _build_ephemeral(self) -> None:

@@ -6,7 +6,8 @@ file. Blocking work leaves the reactor: file system calls that may wait on the d
 the reactor's thread pool, image decoding to a small pool of its own so a burst of thumbnails cannot take
 every thread (or much memory: each decode holds one image, bounded by max_image_pixels).
 
-Media of other servers answers 404 M_NOT_FOUND until federation can fetch it.
+Media of other servers is fetched over federation on first request (remote_media.py) and then served from
+the same store; purges and quarantine treat it like local media.
 """
 
 import re
@@ -27,8 +28,10 @@ from homeserver.core.ids import is_valid_server_name
 from homeserver.core.requester import Requester
 from homeserver.handlers import thumbnails
 from homeserver.handlers.batches import Batches
+from homeserver.handlers.remote_media import RemoteMedia
 from homeserver.handlers.single_flight import SingleFlight
 from homeserver.handlers.thumbnails import CROP, SCALE, THUMBNAILABLE_TYPES, Box, NotAnImage, TooLarge
+from homeserver.http.federation_client import FederationClient
 from homeserver.storage.media import MediaItem, MediaStore, Thumbnail
 from homeserver.storage.media_files import IncomingFile, MediaFiles
 
@@ -95,11 +98,25 @@ class MediaHandler:
         self._boxes = [Box(s.width, s.height, s.method) for s in config.thumbnail_sizes]
         self._waiters: dict[tuple[str, str], list[defer.Deferred]] = {}
         self._thumbnailing = SingleFlight(keep_s=0)
+        self.remote: RemoteMedia | None = None  # other servers' media, when there is federation
         self._image_pool: ThreadPool | None = None
         if reactor is not None:
             self._image_pool = ThreadPool(minthreads=0, maxthreads=IMAGE_THREADS, name="thumbnails")
             self._image_pool.start()
             reactor.addSystemEventTrigger("during", "shutdown", self._image_pool.stop)
+
+    def enable_federation(self, client: FederationClient) -> None:
+        self.remote = RemoteMedia(
+            self._server_name,
+            self._store,
+            self._files,
+            client,
+            self._reactor,
+            self.config.max_upload_size,
+            self.config.freeze_legacy_media,
+            self._io,
+            self._clock,
+        )
 
     def prepare(self) -> None:
         self._files.prepare()
@@ -251,12 +268,16 @@ class MediaHandler:
         return thumbnail
 
     async def _servable(self, server_name: str, media_id: str, legacy: bool, timeout_ms: int) -> MediaItem:
-        """The item if it may be served: 404 when it is unknown, remote, quarantined or (on the legacy
-        endpoints) uploaded after the freeze; a pending upload is waited for up to `timeout_ms`."""
+        """The item if it may be served: 404 when it is unknown, quarantined or (on the legacy endpoints)
+        uploaded or fetched after the freeze; another server's item is fetched unless cached, a pending
+        upload is waited for up to `timeout_ms`."""
         check_media_id(server_name, media_id)
-        if server_name != self._server_name:
-            raise MatrixError(404, "M_NOT_FOUND", "Media from other servers is not available yet")
         item = await self._store.get(server_name, media_id)
+        if server_name != self._server_name and item is None:
+            # Fetching for the legacy endpoints while they are frozen would cache what they may not serve.
+            if self.remote is None or (legacy and self.config.freeze_legacy_media):
+                raise _not_found()
+            item = await self.remote.fetch(server_name, media_id)
         if item is not None and item.upload_ts is None and (item.expires_ts or 0) > self._now():
             await self._wait_for_upload(server_name, media_id, timeout_ms)
             item = await self._store.get(server_name, media_id)

@@ -218,9 +218,31 @@ class FederationClient:
         except Exception as e:  # DNS, refused, TLS, reset: all mean no answer
             raise RequestSendFailed(f"{method} {path} to {destination}: {type(e).__name__}: {e}") from None
 
+    async def get_response(
+        self, destination: str, path: str, *, args: Mapping[str, str] | None = None, signed: bool = True
+    ) -> Any:
+        """A GET's twisted.web response with its body unread, for answers that are not JSON (media files,
+        streamed to disk by the caller, who also reads error bodies and sets the deadline). Connection
+        failures are raised as they come: the caller maps them."""
+        uri = path + ("?" + urlencode(args) if args else "")
+        return await self._send("GET", destination, uri, None, DEFAULT_TIMEOUT_S, signed)
+
     async def _request(
         self, method: str, destination: str, uri: str, content: Any, timeout_s: float, signed: bool
     ) -> Any:
+        response = await self._send(method, destination, uri, content, timeout_s, signed)
+        raw = await read_body(response, MAX_ANSWER_BYTES)
+        try:
+            answer = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            answer = None
+        if not 200 <= response.code < 300:
+            raise HttpResponseError(response.code, answer)
+        if answer is None:
+            raise RequestSendFailed(f"{destination} answered {method} {uri} with something that is not JSON")
+        return answer
+
+    async def _send(self, method: str, destination: str, uri: str, content: Any, timeout_s: float, signed: bool) -> Any:
         target = await self.resolver.resolve(destination)
         headers = Headers({b"Host": [target.host_header.encode("ascii")], b"User-Agent": [USER_AGENT]})
         if signed:
@@ -234,17 +256,7 @@ class FederationClient:
             self._reactor, _TargetEndpointFactory(self._reactor, target, self._verify, timeout_s), pool=self._pool
         )
         url = f"matrix-federation://{target.host_header}{uri}".encode()
-        response = await agent.request(method.encode("ascii"), url, headers, body)
-        raw = await read_body(response, MAX_ANSWER_BYTES)
-        try:
-            answer = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            answer = None
-        if not 200 <= response.code < 300:
-            raise HttpResponseError(response.code, answer)
-        if answer is None:
-            raise RequestSendFailed(f"{destination} answered {method} {uri} with something that is not JSON")
-        return answer
+        return await agent.request(method.encode("ascii"), url, headers, body)
 
 
 @implementer(IBodyProducer)

@@ -83,6 +83,20 @@ class MediaStore:
             ),
         )
 
+    async def add_remote(self, item: MediaItem) -> MediaItem:
+        """Cache another server's item; returns the row kept (one stored meanwhile by another process wins)."""
+        return await self._db.run("media.add_remote", self._add_remote_txn, item)
+
+    def _add_remote_txn(self, txn: Txn, item: MediaItem) -> MediaItem:
+        row = txn.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM media WHERE server_name = ? AND media_id = ?",
+            (item.server_name, item.media_id),
+        ).fetchone()
+        if row:
+            return _item(row)
+        self._add_txn(txn, item)
+        return item
+
     async def add_pending(self, item: MediaItem, now: int, max_pending: int) -> bool:
         """Create an id for an asynchronous upload, unless the user already has `max_pending` unexpired ones."""
         return await self._db.run("media.add_pending", self._add_pending_txn, item, now, max_pending)

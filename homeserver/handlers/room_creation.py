@@ -2,6 +2,8 @@
 transaction, so a room exists whole or not at all."""
 
 import copy
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,8 @@ from homeserver.handlers.profiles import ProfileHandler
 from homeserver.handlers.room_events import DraftState, RoomEventSender
 from homeserver.storage.events import AliasTaken, EventStore, NewRoom
 from homeserver.storage.rooms import RoomStore
+
+logger = logging.getLogger(__name__)
 
 PRESETS = {
     "private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join"},
@@ -75,6 +79,9 @@ class RoomCreationHandler:
         self._events = events
         self._rooms = rooms
         self._profiles = profiles
+        # MembershipHandler.invite, which asks a remote invitee's server to sign (set by the app; None in the
+        # admin CLI, which has no federation).
+        self.invite_remote: Callable[[Requester, str, str], Awaitable[None]] | None = None
 
     async def create_room(self, requester: Requester, request: CreateRoomRequest) -> tuple[str, str | None]:
         """Returns the room id and its alias, if one was asked for."""
@@ -88,15 +95,16 @@ class RoomCreationHandler:
         preset = request.preset or ("public_chat" if request.visibility == "public" else "private_chat")
         if preset not in PRESETS:
             raise MatrixError(400, "M_INVALID_PARAM", f"Unknown preset {preset!r}")
+        remote_invitees = []
         for invitee in request.invite:
             try:
                 _, server = parse_user_id(invitee)
             except ValueError:
                 raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user id to invite: {invitee!r}") from None
             if server != server_name:
-                raise MatrixError(
-                    404, "M_UNRECOGNIZED", "Inviting users of other servers needs federation, not built yet"
-                )
+                if self.invite_remote is None:
+                    raise MatrixError(400, "M_INVALID_PARAM", "Users of other servers cannot be invited from here")
+                remote_invitees.append(invitee)
         alias = await self._check_alias(request.room_alias_name)
         creator = requester.user_id
         draft = DraftState()
@@ -145,6 +153,8 @@ class RoomCreationHandler:
             plain = {"body": request.topic, "mimetype": "text/plain"}
             add("m.room.topic", {"topic": request.topic, "m.topic": {"m.text": [plain]}})
         for invitee in request.invite:
+            if invitee in remote_invitees:
+                continue  # their server signs the invite: after the room exists
             content: dict[str, Any] = {"membership": "invite"}
             if request.is_direct:
                 content["is_direct"] = True
@@ -156,7 +166,18 @@ class RoomCreationHandler:
         except AliasTaken:
             raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken") from None
         await self._sender.persisted(room_id, persisted)
+        await self._invite_remote(requester, room_id, remote_invitees)
         return room_id, alias
+
+    async def _invite_remote(self, requester: Requester, room_id: str, invitees: list[str]) -> None:
+        """The room exists whatever their servers answer, so a failed invite is logged, not raised: the
+        creator sees who was invited in the room and can invite again (as Synapse does)."""
+        assert self.invite_remote is not None or not invitees
+        for invitee in invitees:
+            try:
+                await self.invite_remote(requester, room_id, invitee)
+            except MatrixError as e:
+                logger.warning("createRoom %s: inviting %s failed: %s %s", room_id, invitee, e.errcode, e.msg)
 
     async def _check_alias(self, localpart: str | None) -> str | None:
         if localpart is None:

@@ -120,6 +120,18 @@ def test_we_invite_a_synapse_user_who_joins_then_leaves(fed_server: FederatingSe
     eventually(sees_membership(alice, room_id, sam.user_id, "leave"), "the Synapse user's leave at our server")
 
 
+def test_creating_a_room_with_a_synapse_user_in_invite_invites_them(
+    fed_server: FederatingServer, synapse: SynapseProcess
+) -> None:
+    alice = new_room_user(fed_server.url)
+    sam = synapse.register()
+    room_id = alice.create_room(preset="trusted_private_chat", invite=[sam.user_id], is_direct=True)
+    assert membership(alice, room_id, sam.user_id) == "invite"
+    eventually(lambda: room_id in sync_rooms(sam)["invite"], "the invite in the Synapse user's sync")
+    assert sam.join(room_id) == room_id
+    talk_both_ways(alice, sam, room_id)
+
+
 def test_synapse_user_rejects_our_invite(fed_server: FederatingServer, synapse: SynapseProcess) -> None:
     alice = new_room_user(fed_server.url)
     room_id = alice.create_room(preset="private_chat")

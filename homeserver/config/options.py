@@ -309,7 +309,7 @@ class PresenceConfig:
 
 @dataclass(frozen=True)
 class FederationConfig:
-    """Sending transactions to other servers (docs/federation-sending.md)."""
+    """Sending transactions to other servers (docs/federation.md, "Sending events and EDUs")."""
 
     min_retry_interval: Duration = opt(
         Duration(5_000), "wait before retrying a server whose transaction failed; doubles on each failure", min=100

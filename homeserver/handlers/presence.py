@@ -376,10 +376,12 @@ class PresenceHandler:
         """One m.presence EDU per server sharing a room with the users changed since the last one."""
         assert self.federation is not None
         users, self._outgoing = self._outgoing, set()
+        items = self._push_items(sorted(users))
+        # One query for the batch: a herd of our users coming online in rooms of our own costs next to nothing.
+        remote = await self._rooms.remote_users_sharing_rooms([i["user_id"] for i in items], self._server_name)
         pushes: dict[str, list[dict[str, Any]]] = {}
-        for item in self._push_items(sorted(users)):
-            servers = {server_of(u) for u in await self._rooms.users_sharing_rooms(item["user_id"])}
-            for server in servers - {self._server_name, None}:
+        for item in items:
+            for server in {server_of(u) for u in remote.get(item["user_id"], ())} - {self._server_name, None}:
                 pushes.setdefault(server, []).append(item)
         for server, items in sorted(pushes.items()):
             self.federation(server, "m.presence", {"push": items})

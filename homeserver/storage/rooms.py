@@ -303,6 +303,29 @@ class RoomStore:
         )
         return {r[0] for r in rows}
 
+    async def remote_users_sharing_rooms(self, user_ids: list[str], local_server: str) -> dict[str, set[str]]:
+        """For each of these users, the users of other servers joined to a room they are joined to; one
+        query for all of them, which returns nothing (and so costs little) while no room has remote members.
+        A user id ends in ":" + its server name, and server names hold no LIKE wildcards."""
+        if not user_ids:
+            return {}
+        marks = ",".join("?" * len(user_ids))
+        rows = await self._db.run(
+            "rooms.remote_users_sharing_rooms",
+            lambda txn: txn.execute(
+                "SELECT DISTINCT mine.state_key, other.state_key FROM current_state mine JOIN current_state other"
+                " ON other.room_id = mine.room_id AND other.type = 'm.room.member' AND other.membership = 'join'"
+                f" WHERE mine.type = 'm.room.member' AND mine.state_key IN ({marks}) AND mine.membership = 'join'"
+                " AND other.state_key NOT LIKE ?",
+                (*user_ids, "%:" + local_server),
+            ).fetchall(),
+            readonly=True,
+        )
+        found: dict[str, set[str]] = {}
+        for user_id, other in rows:
+            found.setdefault(user_id, set()).add(other)
+        return found
+
     async def membership_counts(self, room_id: str) -> dict[str, int]:
         """How many users hold each membership in the room now."""
         rows = await self._db.run(

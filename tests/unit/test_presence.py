@@ -54,6 +54,10 @@ class Rooms:
     async def member_event_ids(self, room_id: str) -> dict[str, str]:
         return {user_id: f"$join-{user_id}" for user_id in ROOM}
 
+    async def remote_users_sharing_rooms(self, user_ids: list[str], local_server: str) -> dict[str, set[str]]:
+        remote = {u for u in ROOM if not u.endswith(":" + local_server)}
+        return {u: remote for u in user_ids if u in ROOM and remote}
+
 
 class Accounts:
     async def get_user(self, user_id: str) -> Any:

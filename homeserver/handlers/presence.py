@@ -147,6 +147,7 @@ class PresenceHandler:
         # Every user who had a presence since the server started (or stored one), in the order of their
         # last change: a sync walks the latest changes from the end. Bounded by the local users.
         self._users: dict[str, UserState] = {}
+        self._event_cache: dict[str, tuple[tuple, dict[str, Any]]] = {}  # user -> (key, m.presence event)
 
     def _now_ms(self) -> int:
         return int(self._reactor.seconds() * 1000)
@@ -262,16 +263,27 @@ class PresenceHandler:
                 found.add(user_id)
         return found
 
-    def events(self, user_ids: Iterable[str], include_offline: bool) -> list[dict[str, Any]]:
-        """m.presence events of these users, in the order of their changes."""
+    def events(self, user_ids: Collection[str], include_offline: bool) -> list[dict[str, Any]]:
+        """m.presence events of these users, in the order of their changes. An initial sync asks for everyone
+        sharing a room (thousands in a big room) while few have a presence: the smaller side is walked."""
         now = self._now_ms()
-        found = [(u, self._users[u]) for u in user_ids if u in self._users]
+        if len(user_ids) > len(self._users):
+            found = [(u, user) for u, user in self._users.items() if u in user_ids]
+        else:
+            found = [(u, self._users[u]) for u in user_ids if u in self._users]
         found.sort(key=lambda item: item[1].position)
-        return [
-            {"type": "m.presence", "sender": user_id, "content": user.seen.content(user.last_active_ts, now)}
-            for user_id, user in found
-            if include_offline or user.seen.state != OFFLINE
-        ]
+        return [self._event(u, user, now) for u, user in found if include_offline or user.seen.state != OFFLINE]
+
+    def _event(self, user_id: str, user: UserState, now_ms: int) -> dict[str, Any]:
+        """The user's m.presence event, built once per change and second (last_active_ago is to the second
+        for everyone asking within it): a herd's initial syncs each carry hundreds of the same events."""
+        key = (user.position, user.last_active_ts, now_ms // 1000)
+        cached = self._event_cache.get(user_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        event = {"type": "m.presence", "sender": user_id, "content": user.seen.content(user.last_active_ts, now_ms)}
+        self._event_cache[user_id] = (key, event)
+        return event
 
     # -- the machinery ---------------------------------------------------------------------------
 

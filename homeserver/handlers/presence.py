@@ -34,6 +34,7 @@ from homeserver.core.errors import MatrixError
 from homeserver.core.event_signing import server_of
 from homeserver.core.requester import Requester
 from homeserver.handlers.notifier import Notifier
+from homeserver.http.fragments import Raw, json_items
 from homeserver.storage.accounts import AccountStore
 from homeserver.storage.presence import PresenceRow, PresenceStore
 from homeserver.storage.rooms import RoomStore
@@ -147,7 +148,8 @@ class PresenceHandler:
         # Every user who had a presence since the server started (or stored one), in the order of their
         # last change: a sync walks the latest changes from the end. Bounded by the local users.
         self._users: dict[str, UserState] = {}
-        self._event_cache: dict[str, tuple[tuple, dict[str, Any]]] = {}  # user -> (key, m.presence event)
+        # user -> (key, their m.presence event, its JSON once a response needed it)
+        self._event_cache: dict[str, tuple[tuple, dict[str, Any], Raw | None]] = {}
 
     def _now_ms(self) -> int:
         return int(self._reactor.seconds() * 1000)
@@ -282,8 +284,22 @@ class PresenceHandler:
         if cached is not None and cached[0] == key:
             return cached[1]
         event = {"type": "m.presence", "sender": user_id, "content": user.seen.content(user.last_active_ts, now_ms)}
-        self._event_cache[user_id] = (key, event)
+        self._event_cache[user_id] = (key, event, None)
         return event
+
+    def as_json(self, events: list[dict[str, Any]]) -> list[Raw]:
+        """These events (from events_for) as JSON text for a response, each serialized once like the event
+        itself, instead of once for every sync that carries it."""
+        out = []
+        for event in events:
+            cached = self._event_cache.get(event["sender"])
+            if cached is None or cached[1] is not event:
+                out.append(Raw(json_items([event])))
+                continue
+            if cached[2] is None:
+                cached = self._event_cache[event["sender"]] = (cached[0], event, Raw(json_items([event])))
+            out.append(cached[2])
+        return out
 
     # -- the machinery ---------------------------------------------------------------------------
 

@@ -550,7 +550,7 @@ class SyncHandler:
         upto: SyncToken,
         sharing: set[str] | None = None,
         newcomers: frozenset[str] | set[str] = frozenset(),
-    ) -> list[dict]:
+    ) -> list[Any]:  # JSON of m.presence events (Raw)
         """m.presence of the user and of those sharing a room with them (`sharing`, read here if not
         given); a filter that leaves presence out costs nothing."""
         source, presence_filter = self.sources.presence, request.filter.presence
@@ -560,7 +560,7 @@ class SyncHandler:
             sharing = await self._rooms.users_sharing_rooms(request.user_id)
         after = since.presence if since is not None else None
         events = presence_filter.filter(source.events_for(request.user_id, after, upto.presence, sharing, newcomers))
-        return events[: presence_filter.limit] if presence_filter.limit else events
+        return source.as_json(events[: presence_filter.limit] if presence_filter.limit else events)
 
     async def _global_account_data(self, request: SyncRequest, since: SyncToken | None, upto: SyncToken) -> list:
         source = self.sources.account_data

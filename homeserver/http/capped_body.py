@@ -15,6 +15,9 @@ class BodyTooLarge(Exception):
 
 
 class _CappedBody(Protocol):
+    """Reads a response body up to a limit. Cancelling (the caller's deadline) aborts the connection, so
+    a far end that trickles its answer cannot keep a descriptor after we stopped waiting."""
+
     def __init__(self, limit: int) -> None:
         self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self._abort())
         self._limit = limit

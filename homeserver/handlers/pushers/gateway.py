@@ -13,12 +13,10 @@ from typing import Any
 
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from homeserver.http.address_filter import AddressFilter, FilteringReactor
+from homeserver.http.capped_body import read_body
 
 MAX_IN_FLIGHT = 8
 REQUEST_TIMEOUT_S = 15.0  # connecting, sending and reading the answer, all told
@@ -34,38 +32,6 @@ class GatewayUnavailable(Exception):
 class GatewayAnswer:
     status: int
     body: Any  # the decoded JSON answer; None if it was not JSON
-
-
-class _CappedBody(Protocol):
-    """Reads a response body up to a limit. Cancelling (the request's deadline) aborts the connection, so
-    a gateway that trickles its answer cannot keep a descriptor after we stopped waiting."""
-
-    def __init__(self, limit: int) -> None:
-        self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self._abort())
-        self._limit = limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self._size += len(data)
-        if self._size > self._limit:
-            self._abort()
-            if not self.done.called:
-                self.done.errback(GatewayUnavailable(f"answer larger than {self._limit} bytes"))
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self._chunks))
-        else:
-            self.done.errback(reason)
-
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
 
 
 class GatewayClient:
@@ -105,9 +71,7 @@ class GatewayClient:
         response = await self._http.post(
             url, data=data, headers={"Content-Type": "application/json"}, allow_redirects=False
         )
-        reader = _CappedBody(MAX_ANSWER_BYTES)
-        response.deliverBody(reader)
-        raw = await reader.done
+        raw = await read_body(response, MAX_ANSWER_BYTES)  # too large: no answer (post() says so)
         try:
             answer = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):

@@ -21,7 +21,7 @@ from homeserver.core.frozen_json import thaw
 from homeserver.core.ids import is_valid_server_name
 from homeserver.core.requester import Requester
 from homeserver.core.state_content import content_string, plain_topic
-from homeserver.handlers.federation.queries import QUERY_TIMEOUT_S, RemoteQueries
+from homeserver.handlers.federation.queries import QUERY_TIMEOUT_S, RemoteQueries, remote_error
 from homeserver.handlers.room_events import RoomEventSender
 from homeserver.http.federation_client import FederationClient, HttpResponseError, RequestSendFailed
 from homeserver.storage.events import EventStore
@@ -247,14 +247,8 @@ class DirectoryHandler:
                 answer = await self.federation.post_json(
                     server, FEDERATION_PUBLIC_ROOMS, body, timeout_s=QUERY_TIMEOUT_S
                 )
-        except HttpResponseError as e:
-            if e.code == 404:
-                raise MatrixError(404, "M_NOT_FOUND", f"{server} has no room directory to share") from None
-            if e.code == 403:
-                raise MatrixError(403, "M_FORBIDDEN", f"{server} refused to share its room directory") from None
-            raise MatrixError(502, "M_UNKNOWN", f"Failed to fetch the room list: {server} answered {e.code}") from None
-        except RequestSendFailed:
-            raise MatrixError(502, "M_UNKNOWN", f"Failed to fetch the room list from {server}") from None
+        except (HttpResponseError, RequestSendFailed) as e:
+            raise remote_error(e, server, "room list") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
             raise MatrixError(502, "M_UNKNOWN", f"{server} gave an invalid room list")
         return answer

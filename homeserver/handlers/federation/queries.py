@@ -54,14 +54,20 @@ class RemoteQueries:
             answer = await self._client.get_json(
                 server_name, f"/_matrix/federation/v1/query/{kind}", args, timeout_s=QUERY_TIMEOUT_S
             )
-        except HttpResponseError as e:
-            if e.code == 404:
-                raise MatrixError(404, "M_NOT_FOUND", f"The {what} was not found on {server_name}") from None
-            if e.code == 403:
-                raise MatrixError(403, "M_FORBIDDEN", f"{server_name} refused to share the {what}") from None
-            raise MatrixError(502, "M_UNKNOWN", f"Failed to fetch {what}: {server_name} answered {e.code}") from None
-        except RequestSendFailed:
-            raise MatrixError(502, "M_UNKNOWN", f"Failed to fetch {what} from {server_name}") from None
+        except (HttpResponseError, RequestSendFailed) as e:
+            raise remote_error(e, server_name, what) from None
         if not isinstance(answer, dict):
             raise MatrixError(502, "M_UNKNOWN", f"{server_name} gave an invalid answer for the {what}")
         return answer
+
+
+def remote_error(error: HttpResponseError | RequestSendFailed, server_name: str, what: str) -> MatrixError:
+    """What a client is told when another server did not give us `what`, as Synapse tells it: their 404
+    and 403 pass through, anything else (no answer, another status) is 502."""
+    if isinstance(error, HttpResponseError):
+        if error.code == 404:
+            return MatrixError(404, "M_NOT_FOUND", f"The {what} was not found on {server_name}")
+        if error.code == 403:
+            return MatrixError(403, "M_FORBIDDEN", f"{server_name} refused to share the {what}")
+        return MatrixError(502, "M_UNKNOWN", f"Failed to fetch the {what}: {server_name} answered {error.code}")
+    return MatrixError(502, "M_UNKNOWN", f"Failed to fetch the {what} from {server_name}")

@@ -27,8 +27,14 @@ class Fatal(Exception):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from homeserver.http.sockets import passed_descriptors
+
+    # Before anything imports twisted.internet.endpoints (the admin commands' modules do, through the
+    # federation client): that module takes systemd's LISTEN_* variables away.
+    passed_fds = passed_descriptors()
     parser = _parser()
     args = parser.parse_args(argv)
+    args.passed_fds = passed_fds
     if not hasattr(args, "command_fn"):
         parser.print_help()
         sys.exit(EXIT_USAGE)
@@ -98,9 +104,7 @@ def _freeze_startup_objects(_: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from homeserver.http.sockets import passed_descriptors
-
-    passed_fds = passed_descriptors()  # first: importing the server takes systemd's variables away
+    passed_fds = args.passed_fds  # read by main(), first thing
     config = load_config(args.config)
     from twisted.internet import reactor
 

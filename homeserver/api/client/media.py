@@ -9,7 +9,7 @@ sandboxing Content-Security-Policy. preview_url is not implemented, so it answer
 
 import logging
 import re
-from typing import Any
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 from homeserver.core.errors import LimitExceeded, MatrixError
@@ -182,25 +182,60 @@ class _Serve(Endpoint):
 
     def _serve(self, content: Content, filename: str | None) -> Response | FileResponse:
         headers = media_headers(content.content_type, filename)
-        if content.length <= SMALL_FILE_BYTES:
-            try:
-                data = content.path.read_bytes()
-            except FileNotFoundError:
-                raise _missing(content) from None
-            return Response(200, data, content.content_type, headers, compress=False)
-        if not self._files.take():
-            raise LimitExceeded(1000, "Too many downloads at once; try again shortly", code=503)
+        return serve_file(self._files, content, content.content_type, headers)
+
+
+def serve_file(
+    files: OpenFiles,
+    content: Content,
+    content_type: str,
+    headers: dict[str, str] | None = None,
+    frame: tuple[bytes, bytes] = (b"", b""),
+) -> Response | FileResponse:
+    """The stored file as the response body, between `frame`'s head and tail: read whole when small, else
+    streamed holding one of `files`' descriptors (503 when all are taken)."""
+    head, tail = frame
+    if content.length <= SMALL_FILE_BYTES:
         try:
-            file = content.path.open("rb")
+            data = content.path.read_bytes()
         except FileNotFoundError:
-            self._files.give_back()
             raise _missing(content) from None
+        return Response(200, head + data + tail, content_type, headers or {}, compress=False)
+    if not files.take():
+        raise LimitExceeded(1000, "Too many downloads at once; try again shortly", code=503)
+    try:
+        file = content.path.open("rb")
+    except FileNotFoundError:
+        files.give_back()
+        raise _missing(content) from None
 
-        def close() -> None:
-            file.close()
-            self._files.give_back()
+    def close() -> None:
+        file.close()
+        files.give_back()
 
-        return FileResponse(200, file, content.length, content.content_type, close, headers)
+    body = cast(BinaryIO, _Framed(head, file, tail)) if head or tail else file
+    return FileResponse(200, body, len(head) + content.length + len(tail), content_type, close, headers or {})
+
+
+class _Framed:
+    """A file read between a preamble and an epilogue, for FileSender (which only calls read and close)."""
+
+    def __init__(self, head: bytes, file: BinaryIO, tail: bytes) -> None:
+        self._before = head
+        self._file: BinaryIO | None = file
+        self._after = tail
+
+    def read(self, size: int) -> bytes:
+        if self._before:
+            chunk, self._before = self._before[:size], self._before[size:]
+            return chunk
+        if self._file is not None:
+            chunk = self._file.read(size)
+            if chunk:
+                return chunk
+            self._file = None
+        chunk, self._after = self._after[:size], self._after[size:]
+        return chunk
 
 
 def _missing(content: Content) -> MatrixError:

@@ -7,43 +7,18 @@ after it, read around the file as it is streamed (FileResponse), with the same c
 client downloads.
 """
 
-import logging
 import secrets
-from typing import BinaryIO, cast
 
-from homeserver.api.client.media import SMALL_FILE_BYTES, content_disposition
+from homeserver.api.client.media import content_disposition, serve_file
 from homeserver.api.federation.base import FederationEndpoint
-from homeserver.core.errors import LimitExceeded, MatrixError
+from homeserver.core.errors import MatrixError
 from homeserver.handlers.media import MAX_WAIT_MS, Content, MediaHandler
 from homeserver.http.bodies import OpenFiles
 from homeserver.http.request import ApiRequest
 from homeserver.http.responses import FileResponse, Response
 from homeserver.http.routing import Endpoint
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_WAIT_MS = 20_000
-
-
-class _Framed:
-    """A file read between a preamble and an epilogue, for FileSender (which only calls read and close)."""
-
-    def __init__(self, head: bytes, file: BinaryIO, tail: bytes) -> None:
-        self._before = head
-        self._file: BinaryIO | None = file
-        self._after = tail
-
-    def read(self, size: int) -> bytes:
-        if self._before:
-            chunk, self._before = self._before[:size], self._before[size:]
-            return chunk
-        if self._file is not None:
-            chunk = self._file.read(size)
-            if chunk:
-                return chunk
-            self._file = None
-        chunk, self._after = self._after[:size], self._after[size:]
-        return chunk
 
 
 def multipart_parts(content: Content, filename: str | None) -> tuple[str, bytes, bytes]:
@@ -71,31 +46,7 @@ class _Serve(FederationEndpoint):
 
     def _serve(self, content: Content, filename: str | None) -> Response | FileResponse:
         content_type, head, tail = multipart_parts(content, filename)
-        if content.length <= SMALL_FILE_BYTES:
-            try:
-                data = content.path.read_bytes()
-            except FileNotFoundError:
-                raise _missing(content) from None
-            return Response(200, head + data + tail, content_type, compress=False)
-        if not self._files.take():
-            raise LimitExceeded(1000, "Too many downloads at once; try again shortly", code=503)
-        try:
-            file = content.path.open("rb")
-        except FileNotFoundError:
-            self._files.give_back()
-            raise _missing(content) from None
-
-        def close() -> None:
-            file.close()
-            self._files.give_back()
-
-        framed = cast(BinaryIO, _Framed(head, file, tail))
-        return FileResponse(200, framed, len(head) + content.length + len(tail), content_type, close)
-
-
-def _missing(content: Content) -> MatrixError:
-    logger.error("media file %s is missing", content.path)
-    return MatrixError(404, "M_NOT_FOUND", "Media not found")
+        return serve_file(self._files, content, content_type, frame=(head, tail))
 
 
 class Download(_Serve):
